@@ -2,10 +2,11 @@
 
 :func:`derive_bound` is the source of truth: it reads a lower bound off a Pyro (model, guide) pair,
 term by term. :mod:`~thermossl.objectives.losses` holds the published closed forms it is checked
-against, and :mod:`~thermossl.objectives.mi` the variational bounds on mutual information.
+against, :mod:`~thermossl.objectives.mi` the variational bounds on mutual information, and
+:mod:`~thermossl.objectives.nesy` the exact constraint probability of the addition task.
 """
 
-from thermossl.objectives import losses, mi
+from thermossl.objectives import losses, mi, nesy
 from thermossl.objectives.bound import Bound, DerivedELBO, derive_bound
 from thermossl.objectives.sharing import shared, sharing_scope
 from thermossl.objectives.traced import TracedBound
@@ -17,6 +18,7 @@ __all__ = [
     "derive_bound",
     "losses",
     "mi",
+    "nesy",
     "shared",
     "sharing_scope",
 ]

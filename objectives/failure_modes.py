@@ -7,7 +7,11 @@ r"""The triad of failure modes of cluster-based SSL, measured (paper 001, Defini
   share of inputs assigned (by arg max) to one cluster.
 * **Label inconsistency** (Definition 10): assignments unrelated to the data's invariances.
   Measured by the share of inputs whose assignment survives the augmentation,
-  :math:`\tfrac1n \sum_i [\arg\max p(y \mid x_i) = \arg\max p(y \mid x'_i)]`.
+  :math:`\tfrac1n \sum_i [\arg\max p(y \mid x_i) = \arg\max p(y \mid x'_i)]`, and, after the
+  definition's adversary, by how much :math:`\mathcal{L}_{INV}` rises when the first views'
+  predictions are permuted across inputs (in expectation over uniform permutations,
+  :math:`-\sum_y \bar p'(y)\, \overline{\log p}(y)`): labels that are soft and uninformative
+  agree under augmentation yet lose nothing when shuffled.
 
 Proposition 1 gives the optimum of the two discriminative losses, so training can be debugged
 against them (Figure 4): :math:`\mathcal{L}_{INV} \ge 0` and :math:`\mathcal{L}_{PRIOR} \ge H(p(y))`
@@ -35,6 +39,7 @@ class FailureModeReport(NamedTuple):
     largest_cluster_mass: float
     label_agreement: float
     invariance_loss: float
+    shuffled_invariance_loss: float
     prior_loss: float
     prior_optimum: float
     representation_collapse: bool
@@ -55,7 +60,8 @@ class FailureModeReport(NamedTuple):
                 f"(largest cluster mass {self.largest_cluster_mass:.3f})",
                 f"label inconsistency:     {verdict(self.label_inconsistency):8s} "
                 f"(assignments kept under augmentation {self.label_agreement:.3f})",
-                f"L_INV  = {self.invariance_loss:.4f}  (optimum 0)",
+                f"L_INV  = {self.invariance_loss:.4f}  (optimum 0; "
+                f"{self.shuffled_invariance_loss:.4f} with the labels shuffled across inputs)",
                 f"L_PRIOR = {self.prior_loss:.4f}  (optimum {self.prior_optimum:.4f} = H(p(y)))",
             ]
         )
@@ -70,6 +76,7 @@ def diagnose(
     spread_threshold: float = 1e-3,
     mass_threshold: float = 0.95,
     agreement_threshold: float = 0.9,
+    shuffle_gain_threshold: float = 0.5,
 ) -> FailureModeReport:
     r"""Measure the three failure modes on ``n`` inputs and their augmentations.
 
@@ -81,6 +88,10 @@ def diagnose(
         the root-mean-square size of :math:`g(x)`.
     :param float mass_threshold: cluster collapse when one cluster holds more than this share.
     :param float agreement_threshold: label inconsistency when fewer assignments survive.
+    :param float shuffle_gain_threshold: label inconsistency also when shuffling the first views'
+        predictions across inputs (Definition 10's adversary) raises :math:`\mathcal{L}_{INV}` by
+        less than this share of its shuffled value: the labels then carry no information about
+        which input they belong to.
     :returns: a :class:`FailureModeReport`; the losses are batch means (``gedi_invariance``,
         ``gedi_prior``).
 
@@ -107,15 +118,21 @@ def diagnose(
     mass = float(torch.bincount(assignment, minlength=c).max()) / logits.shape[0]
     agreement = float((assignment == logits_augmented.argmax(-1)).double().mean())
     optimum = float(-(prior * prior.clamp_min(1e-300).log()).sum())
+    invariance = float(gedi_invariance(logits, logits_augmented))
+    # E_pi[L_INV] over uniform permutations of the first views: -sum_y mean_i p'_i(y) mean_j log p_j(y)
+    log_p = torch.log_softmax(logits, -1)
+    shuffled = float(-(torch.softmax(logits_augmented, -1).mean(0) * log_p.mean(0)).sum())
     return FailureModeReport(
         representation_spread=spread,
         relative_spread=relative,
         largest_cluster_mass=mass,
         label_agreement=agreement,
-        invariance_loss=float(gedi_invariance(logits, logits_augmented)),
+        invariance_loss=invariance,
+        shuffled_invariance_loss=shuffled,
         prior_loss=float(gedi_prior(logits, prior)),
         prior_optimum=optimum if c > 1 else 0.0,
         representation_collapse=relative < spread_threshold,
         cluster_collapse=mass > mass_threshold,
-        label_inconsistency=agreement < agreement_threshold,
+        label_inconsistency=agreement < agreement_threshold
+        or shuffled - invariance < shuffle_gain_threshold * shuffled,
     )

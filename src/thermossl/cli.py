@@ -218,14 +218,6 @@ def _plot_mutual_information(path: Path, truth: float, rows, batch_size: int) ->
     plt.close(figure)
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 @app.command()
 def train(
     method: Annotated[str, typer.Argument(help="gedi, gedi_no_gen, ..., swav, barlow (see docs).")],
@@ -234,6 +226,9 @@ def train(
     iterations: Annotated[int, typer.Option(min=1, help="Adam steps.")] = 20_000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 400,
     temperature: Annotated[float, typer.Option(help="tau of the cluster softmax.")] = 1.0,
+    augmentation_noise: Annotated[
+        float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
+    ] = 0.03,
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -259,6 +254,7 @@ def train(
             seed=seed,
             iterations=iterations,
             batch_size=batch_size,
+            augmentation_noise=augmentation_noise,
             settings=MethodSettings(temperature=temperature),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
@@ -272,3 +268,77 @@ def train(
         )
         raise typer.Exit(130) from None
     typer.echo(metrics["report"])
+
+
+@app.command()
+def demo(
+    iterations: Annotated[
+        int, typer.Option(min=1, help="Adam steps (paper 001, §6.1: 7k).")
+    ] = 7000,
+    seed: Annotated[int, typer.Option(help="Seed of the data, the networks and the run.")] = 0,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+) -> None:
+    """GEDI on two moons: the derived bound's terms, the test NMI, the failure-mode report, the figure."""
+    from thermossl.training import TrainingConfig
+    from thermossl.training_cli import run_training
+
+    config = TrainingConfig(method="gedi", data="moons", seed=seed, iterations=iterations)
+    try:
+        metrics = run_training(config, out)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; continue with: thermossl train gedi --resume {out}")
+        raise typer.Exit(130) from None
+    typer.echo(metrics["report"])
+
+
+#: The methods of paper 001's Tables 2-3, in the order the tables show them.
+STUDY_METHODS = ("jem", "barlow", "swav", "gedi_no_gen", "gedi_no_inv", "gedi_no_prior", "gedi")
+
+
+@app.command()
+def compare(
+    data: Annotated[str, typer.Option(help="moons, circles or digits.")] = "moons",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1 per method.")] = 5,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = ",".join(
+        STUDY_METHODS
+    ),
+    iterations: Annotated[int, typer.Option(min=1, help="Adam steps per run.")] = 20_000,
+    augmentation_noise: Annotated[
+        float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
+    ] = 0.03,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
+) -> None:
+    """Train several methods over several seeds; print and write the NMI table (CSV, Markdown).
+
+    Finished runs (their metrics.json) are reused, so an interrupted study resumes."""
+    from thermossl.seed_study import markdown_table, run_study, summarize, write_tables
+    from thermossl.training import TrainingConfig
+
+    names = [name.strip() for name in methods.split(",") if name.strip()]
+    out = out or Path("runs") / f"compare-{data}"
+    base = TrainingConfig(
+        method=names[0] if names else "",
+        data=data,
+        iterations=iterations,
+        augmentation_noise=augmentation_noise,
+    )
+    try:
+        rows = run_study(base, names, list(range(seeds)), out, jobs=jobs)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; finished runs are kept. Run the same command to resume.")
+        raise typer.Exit(130) from None
+    summaries = summarize(rows)
+    paths = write_tables(rows, summaries, out, data)
+    typer.echo(markdown_table(summaries, data))
+    typer.echo("written: " + ", ".join(str(path) for path in paths))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -139,7 +139,7 @@ def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    return {"loss": float(loss), **terms}
+    return {"loss": float(loss.detach()), **terms}
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:

@@ -13,10 +13,12 @@ from thermossl.training import TrainingConfig, train
 __all__ = ["run_training"]
 
 
-def run_training(config: TrainingConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
+def run_training(
+    config: TrainingConfig, out: Path, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Train ``config`` in ``out``, then write ``metrics.json`` and the figure; return the metrics
     with a printable ``report``."""
-    run, data = train(config, out, resume=resume)
+    run, data = train(config, out, resume=resume, progress=progress)
     metrics = evaluate(run.method, data, config.augmentation_noise, seed=config.seed)
     final = run.history[-1] if run.history else {}
     metrics.update(

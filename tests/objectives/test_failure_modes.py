@@ -69,3 +69,29 @@ def test_mismatched_logits_are_rejected():
     features, logits, _ = separated()
     with pytest.raises(ValueError, match="logits"):
         diagnose(features, logits, logits[:10])
+
+
+def test_soft_uninformative_labels_are_inconsistent_though_they_agree_under_augmentation():
+    """Definition 10's adversary: permuting such labels across inputs costs nothing."""
+    features, _, labels = separated()
+    generator = torch.Generator().manual_seed(1)
+    logits = 0.05 * torch.randn(200, 2, generator=generator, dtype=torch.float64)
+    logits[:, 0] += 0.01 * (labels.double() - 0.5)  # argmax barely tied to the input
+    report = diagnose(features, logits, logits + 1e-4)
+    assert report.label_agreement == 1.0 and report.label_inconsistency
+    assert report.shuffled_invariance_loss - report.invariance_loss < 0.01
+
+
+def test_the_shuffled_invariance_loss_is_the_mean_over_all_pairings():
+    """E_pi[L_INV] over uniform permutations equals the mean of CE(p'_i, p_j) over all (i, j)."""
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(7, 3, generator=generator, dtype=torch.float64)
+    augmented = logits + 0.3 * torch.randn(7, 3, generator=generator, dtype=torch.float64)
+    report = diagnose(torch.randn(7, 2, generator=generator), logits, augmented)
+    p_aug, log_p = torch.softmax(augmented, -1), torch.log_softmax(logits, -1)
+    pairs = [-(p_aug[i] * log_p[j]).sum() for i in range(7) for j in range(7)]
+    assert report.shuffled_invariance_loss == pytest.approx(float(sum(pairs) / 49), rel=1e-12)
+    # a healthy model gains most of the shuffled loss back: not flagged
+    features, confident, _ = separated()
+    healthy = diagnose(features, confident, confident)
+    assert healthy.shuffled_invariance_loss > 3.0 and not healthy.label_inconsistency
