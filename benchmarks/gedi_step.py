@@ -62,7 +62,9 @@ def time_method(name: str, data_name: str, iterations: int, repeats: int, device
         sampler = run.method.sampler
 
         def sample() -> None:
-            sampler.sample(run.buffer, run.method.energy, config.batch_size, run.generator)
+            sampler.sample(
+                run.buffer, run.method.energy, config.batch_size, generator=run.generator
+            )
 
         sample_seconds = statistics.median(block(sample) for _ in range(repeats))
     return {

@@ -35,6 +35,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.nn import pyro_method
+from thermossl.inference.quadrature import QuadratureGrid
 from thermossl.models.cluster import ClusterSSL
 from torch import Tensor, nn
 from torch.distributions import constraints
@@ -71,7 +72,8 @@ class EnergyModel(TorchDistribution):
     log-density: :math:`\log \Gamma(\Theta)` is unknown.
 
     :param callable energy: :math:`E`, mapping ``[n, *event_shape]`` to ``[n]``.
-    :param torch.Tensor samples: :math:`\tilde x`, ``[m, *event_shape]`` (detached here).
+    :param samples: :math:`\tilde x`, ``[m, *event_shape]`` (detached here), or a
+        :class:`~thermossl.inference.quadrature.QuadratureGrid` for low-dimensional data.
     :param int batch_size: the batch shape ``[batch_size]`` of the observed examples.
 
     Example: a quadratic energy with samples from its exact law :math:`N(0, I)`::
@@ -85,18 +87,31 @@ class EnergyModel(TorchDistribution):
     arg_constraints: dict = {}  # noqa: RUF012 (torch.distributions' convention)
     support = constraints.real_vector
 
-    def __init__(self, energy: Callable[[Tensor], Tensor], samples: Tensor, batch_size: int):
+    def __init__(
+        self,
+        energy: Callable[[Tensor], Tensor],
+        samples: Tensor | QuadratureGrid,
+        batch_size: int,
+    ):
         self.energy = energy
-        self.samples = samples.detach()
+        if isinstance(samples, QuadratureGrid):
+            self.samples = samples._replace(points=samples.points.detach())
+        else:
+            self.samples = samples.detach()
+        points = self.samples.points if isinstance(samples, QuadratureGrid) else self.samples
         super().__init__(
             batch_shape=torch.Size([batch_size]),
-            event_shape=samples.shape[1:],
+            event_shape=points.shape[1:],
             validate_args=False,
         )
 
     def log_normalizer_estimate(self) -> Tensor:
         r""":math:`\widehat{\log\Gamma} = \tfrac1m \sum_j -E(\tilde x_j)`, differentiable in
-        :math:`\Theta`."""
+        :math:`\Theta`; with a :class:`~thermossl.inference.quadrature.QuadratureGrid` in place of
+        the samples, the quadrature :math:`\log \sum_j e^{-E(x_j)} + \log \Delta` instead (exact
+        in value and gradient up to the grid's discretization)."""
+        if isinstance(self.samples, QuadratureGrid):
+            return self.samples.log_normalizer(self.energy)
         return -self.energy(self.samples).mean()
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -199,12 +214,14 @@ class GEDI(ClusterSSL):
         if self.weights.generative > 0:
             self._check_samples(samples, x1)
 
-    def _check_samples(self, samples: Tensor | None, x1: Tensor) -> None:
+    def _check_samples(self, samples: Tensor | QuadratureGrid | None, x1: Tensor) -> None:
         if samples is None:
             raise ValueError(
                 "the generative term needs samples of p(x); pass samples=..., or set the "
                 "generative weight to 0"
             )
+        if isinstance(samples, QuadratureGrid):
+            samples = samples.points
         if samples.dim() != x1.dim() or samples.shape[1:] != x1.shape[1:]:
             raise ValueError(
                 f"samples must have shape [m, {', '.join(map(str, x1.shape[1:]))}], "

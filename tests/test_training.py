@@ -118,3 +118,43 @@ def test_cli_rejects_unknown_method(tmp_path):
     result = CliRunner().invoke(app, ["train", "nope", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "unknown method 'nope'" in result.output
+
+
+def test_digits_runs_report_probe_ood_and_samples(tmp_path):
+    """On digits an energy method also gets a linear probe, the OOD table and a sample grid;
+    the figures equal the read-outs computed directly from the trained networks."""
+    from thermossl.downstream import SHIFTS, linear_probe_accuracy
+    from thermossl.evaluation import evaluate_downstream, evaluating
+
+    config = small_config("gedi", iterations=3)
+    config.data = "digits"
+    run, data = train(config, tmp_path, progress=False)
+    results = evaluate_downstream(run.method, data, tmp_path, buffer=run.buffer, sample_steps=5)
+    with evaluating(run.method):
+        direct = linear_probe_accuracy(
+            run.method.representation(data.train_inputs),
+            data.train_labels,
+            run.method.representation(data.test_inputs),
+            data.test_labels,
+        )
+    assert results["linear_probe"] == direct
+    assert set(results["ood_auroc"]) == set(SHIFTS)
+    assert all(0.0 <= value <= 1.0 for value in results["ood_auroc"].values())
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert run.method.training  # training mode restored
+    plain = evaluate_downstream(build_method_for(run), data, tmp_path / "plain")
+    assert set(plain) == {"linear_probe"}
+
+
+def build_method_for(run):
+    from thermossl.methods import build_method
+
+    return build_method("barlow", input_dim=run.method.encoder[0].in_features)
+
+
+def test_cli_demo_prints_terms_nmi_and_failure_modes(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--iterations", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for expected in ("gedi on moons", "final bound terms", "test NMI", "cluster collapse"):
+        assert expected in result.output
+    assert (tmp_path / "clusters_density.png").exists()

@@ -229,6 +229,9 @@ def train(
     augmentation_noise: Annotated[
         float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
     ] = 0.03,
+    normalizer: Annotated[
+        str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
+    ] = "langevin",
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -255,7 +258,7 @@ def train(
             iterations=iterations,
             batch_size=batch_size,
             augmentation_noise=augmentation_noise,
-            settings=MethodSettings(temperature=temperature),
+            settings=MethodSettings(temperature=temperature, normalizer=normalizer),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
     try:
@@ -306,12 +309,16 @@ def compare(
     augmentation_noise: Annotated[
         float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
     ] = 0.03,
+    normalizer: Annotated[
+        str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
+    ] = "langevin",
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:
     """Train several methods over several seeds; print and write the NMI table (CSV, Markdown).
 
     Finished runs (their metrics.json) are reused, so an interrupted study resumes."""
+    from thermossl.methods import MethodSettings
     from thermossl.seed_study import markdown_table, run_study, summarize, write_tables
     from thermossl.training import TrainingConfig
 
@@ -322,6 +329,7 @@ def compare(
         data=data,
         iterations=iterations,
         augmentation_noise=augmentation_noise,
+        settings=MethodSettings(normalizer=normalizer),
     )
     try:
         rows = run_study(base, names, list(range(seeds)), out, jobs=jobs)

@@ -6,6 +6,8 @@
   classes, fitted on the training representations.
 * **Failure modes**: :func:`thermossl.objectives.failure_modes.diagnose` on the test set and its
   augmentation.
+* **Downstream** (paper 001, §6.3): linear-probe accuracy; on digits with an energy, OOD AUROC and
+  a grid of model samples (:func:`evaluate_downstream`).
 * **Figures** (paper 001, Figures 3 and 5) for two-dimensional data: the test points coloured by
   cluster, and the learned density :math:`p(x; \\Theta) \\propto e^{-E(x)}` as a heat map.
 """
@@ -20,12 +22,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from thermossl.inference.langevin import PersistentLangevin, ReplayBufferState
 from thermossl.methods import Method
 from thermossl.models.datasets import Dataset
 from thermossl.objectives.failure_modes import diagnose
 from thermossl.runs import write_figure
 
-__all__ = ["cluster_assignments", "evaluate", "plot_clusters_and_density"]
+__all__ = [
+    "cluster_assignments",
+    "evaluate",
+    "evaluate_downstream",
+    "plot_clusters_and_density",
+]
 
 
 @contextmanager
@@ -71,6 +79,69 @@ def evaluate(
         )
     nmi = normalized_mutual_info_score(data.test_labels.numpy(), logits.argmax(-1).numpy())
     return {"nmi": float(nmi), "failure_modes": report._asdict()}
+
+
+def evaluate_downstream(
+    method: Method,
+    data: Dataset,
+    out: Path,
+    *,
+    buffer: ReplayBufferState | None = None,
+    seed: int = 0,
+    sample_steps: int = 500,
+    grid_size: int = 64,
+) -> dict[str, Any]:
+    r"""Linear-probe accuracy of the representation; for image data with an energy, the OOD table
+    and a grid of model samples.
+
+    * ``linear_probe``: :func:`~thermossl.downstream.linear_probe_accuracy` of :math:`g(x)`
+      (train split fitted, test split scored).
+    * ``ood_auroc`` (digits with an energy): AUROC of the score :math:`-\|\nabla_x \log p(x)\|`
+      for the test digits against each shift of :data:`~thermossl.downstream.SHIFTS` (paper 001,
+      Table 5).
+    * ``samples.png`` (digits with an energy): ``grid_size`` chains after ``sample_steps``
+      Langevin updates under :math:`p(x; \Theta)`, started from the run's replay buffer when there
+      is one (else uniform on the data's box), kept in the box; the step is the method's sampler's
+      (Table 7's when the method trains without samples).
+    """
+    from thermossl.downstream import linear_probe_accuracy, ood_table, plot_image_grid
+
+    with evaluating(method):
+        train_features = method.representation(data.train_inputs)
+        test_features = method.representation(data.test_inputs)
+    results: dict[str, Any] = {
+        "linear_probe": linear_probe_accuracy(
+            train_features, data.train_labels, test_features, data.test_labels, seed=seed
+        )
+    }
+    if not (method.has_energy and data.name == "digits"):
+        return results
+    generator = torch.Generator().manual_seed(seed + 2)
+    method.eval()
+    try:
+        results["ood_auroc"] = ood_table(method.energy, data.test_inputs, generator=generator)
+        sampler = method.sampler or PersistentLangevin()
+        state = (
+            buffer if buffer is not None else sampler.init(data.train_inputs, generator=generator)
+        )
+        start = state.samples[
+            torch.randperm(state.samples.shape[0], generator=generator)[:grid_size]
+        ]
+        samples, _ = sampler.run(
+            start,
+            method.energy,
+            sample_steps,
+            generator=generator,
+            box=(state.lower, state.upper),
+        )
+    finally:
+        method.train()
+    plot_image_grid(
+        samples,
+        Path(out) / "samples.png",
+        title=f"{method.name}: samples after {sample_steps} Langevin steps",
+    )
+    return results
 
 
 def plot_clusters_and_density(

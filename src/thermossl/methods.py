@@ -34,11 +34,19 @@ import torch
 from torch import Tensor, nn
 
 from thermossl.inference.langevin import PersistentLangevin, ReplayBufferState
+from thermossl.inference.quadrature import GridQuadrature
 from thermossl.models import ClusterSSL, ContrastiveSSL, GEDIWeights, NegativeFreeSSL
 from thermossl.models.gedi import GEDI
 from thermossl.objectives import losses
 
-__all__ = ["GEDI_FAMILY", "METHODS", "Method", "MethodSettings", "build_method"]
+__all__ = [
+    "GEDI_FAMILY",
+    "METHODS",
+    "NORMALIZERS",
+    "Method",
+    "MethodSettings",
+    "build_method",
+]
 
 #: Weights of GEDI and its ablations.
 GEDI_FAMILY = {
@@ -49,13 +57,21 @@ GEDI_FAMILY = {
     "jem": GEDIWeights(1.0, 0.0, 0.0),
 }
 
+#: How the generative term's log-normalizer is estimated: model samples from the replay-buffer
+#: Langevin sampler (paper 001), or quadrature on a grid (data of at most three dimensions).
+NORMALIZERS = ("langevin", "quadrature")
+
 #: Names accepted by :func:`build_method`.
 METHODS = (*GEDI_FAMILY, "swav", "deepcluster", "simclr", "corinfomax", "barlow")
 
 
 @dataclass
 class MethodSettings:
-    """Architecture and objective settings shared by the methods."""
+    r"""Architecture and objective settings shared by the methods.
+
+    ``normalizer`` picks how the generative term's :math:`\log\Gamma` is estimated (one of
+    :data:`NORMALIZERS`); ``quadrature_points`` is the grid's points per axis for ``"quadrature"``.
+    """
 
     representation_dim: int = 2
     encoder_hidden: int = 100
@@ -63,6 +79,8 @@ class MethodSettings:
     num_clusters: int = 2
     temperature: float = 1.0
     swav_temperature: float = 0.1
+    normalizer: str = "langevin"
+    quadrature_points: int = 64
     langevin: dict = field(
         default_factory=lambda: {
             "buffer_size": 10_000,
@@ -152,7 +170,7 @@ class Method(nn.Module):
         n = x1.shape[0]
         if self.program is None:
             value = losses.barlow_twins(self.head(self.encoder(x1)), self.head(self.encoder(x2)))
-            return value, {"barlow_twins": float(value)}
+            return value, {"barlow_twins": float(value.detach())}
         bound = self.program.bound(x1, x2, *([samples] if self.has_energy else []))
         terms = {name: float(term.detach()) / n for name, term in bound.terms.items()}
         return -bound.total / n, terms
@@ -175,6 +193,10 @@ def build_method(name: str, input_dim: int, settings: MethodSettings | None = No
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     s = settings or MethodSettings()
+    if s.normalizer not in NORMALIZERS:
+        raise ValueError(
+            f"unknown normalizer {s.normalizer!r}; choose one of {', '.join(NORMALIZERS)}"
+        )
     h, c = s.representation_dim, s.num_clusters
     batch_norm = name in ("swav", "barlow")
     encoder = mlp([input_dim, s.encoder_hidden, s.encoder_hidden, h], batch_norm=batch_norm)
@@ -183,7 +205,13 @@ def build_method(name: str, input_dim: int, settings: MethodSettings | None = No
         program = GEDI(
             network, s.projector_hidden, c, temperature=s.temperature, weights=GEDI_FAMILY[name]
         )
-        sampler = PersistentLangevin(**s.langevin) if GEDI_FAMILY[name].generative > 0 else None
+        sampler = None
+        if GEDI_FAMILY[name].generative > 0:
+            sampler = (
+                GridQuadrature(s.quadrature_points)
+                if s.normalizer == "quadrature"
+                else PersistentLangevin(**s.langevin)
+            )
         return Method(name, encoder, program, sampler=sampler)
     if name in ("swav", "deepcluster"):
         hidden = mlp([h, s.projector_hidden], batch_norm=batch_norm, final_activation=True)

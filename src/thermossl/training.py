@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_finite, check_positive, check_positive_integer
-from thermossl.methods import METHODS, Method, MethodSettings, build_method
+from thermossl.methods import METHODS, NORMALIZERS, Method, MethodSettings, build_method
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_json
 
@@ -59,6 +59,12 @@ class TrainingConfig:
         check_positive("temperature", self.settings.temperature)
         for key in ("step_size", "noise_scale"):
             check_positive(f"langevin {key}", self.settings.langevin[key])
+        check_positive_integer("quadrature_points", self.settings.quadrature_points)
+        if self.settings.normalizer not in NORMALIZERS:
+            raise ValueError(
+                f"unknown normalizer {self.settings.normalizer!r}; "
+                f"choose one of {', '.join(NORMALIZERS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from thermossl.evaluation import evaluate, plot_clusters_and_density
+from thermossl.evaluation import evaluate, evaluate_downstream, plot_clusters_and_density
 from thermossl.objectives.failure_modes import FailureModeReport
 from thermossl.runs import write_json
 from thermossl.training import TrainingConfig, train
@@ -20,6 +20,7 @@ def run_training(
     with a printable ``report``."""
     run, data = train(config, out, resume=resume, progress=progress)
     metrics = evaluate(run.method, data, config.augmentation_noise, seed=config.seed)
+    metrics.update(evaluate_downstream(run.method, data, out, buffer=run.buffer, seed=config.seed))
     final = run.history[-1] if run.history else {}
     metrics.update(
         {
@@ -40,8 +41,13 @@ def run_training(
         f"in {run.seconds:.0f} s",
         "final bound terms per pair: "
         + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "iteration"),
-        f"test NMI: {metrics['nmi']:.3f}",
+        f"test NMI: {metrics['nmi']:.3f}   linear probe accuracy: {metrics['linear_probe']:.3f}",
     ]
+    if "ood_auroc" in metrics:
+        lines.append(
+            "OOD AUROC (-||grad log p||): "
+            + ", ".join(f"{kind} {value:.3f}" for kind, value in metrics["ood_auroc"].items())
+        )
     if "failure_modes" in metrics:
         lines.append(FailureModeReport(**metrics["failure_modes"]).summary())
     lines.append(f"run folder: {out}" + (f" (figure {figure.name})" if figure else ""))
