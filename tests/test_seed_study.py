@@ -41,7 +41,10 @@ def test_the_summary_is_the_mean_and_sample_sd_per_method():
         "label_inconsistency": 0,
     }
     assert second.failures == {} and math.isnan(second.nmi_sd)
-    assert first.cells()[1] == "0.50 ± 0.36" and first.cells()[3] == "2/3"
+    assert first.cells()[1] == "0.50 ± 0.36" and first.cells()[4] == "2/3"
+    assert first.cells()[2] == "–" and math.isnan(first.probe_mean)  # no probe in these rows
+    probed = summarize([{"method": "c", "nmi": 0.1, "linear_probe": p} for p in (0.8, 0.9)])[0]
+    assert probed.probe_mean == pytest.approx(0.85) and probed.cells()[2] == "0.850 ± 0.071"
 
 
 def test_a_study_trains_every_pair_once_and_resumes_from_finished_runs(tmp_path):

@@ -7,8 +7,9 @@ with other settings is retrained. So an interrupted study resumes where it stopp
 ``jobs`` worker processes with one PyTorch thread each (a run is small and sequential: two runs
 on two cores beat one run on two).
 
-The summary gives, per method, the mean and the sample standard deviation (``ddof = 1``) of the
-test NMI over the seeds, and how many seeds showed each failure mode.
+The summary gives, per method, the mean and the sample standard deviation (``ddof = 1``) over the
+seeds of the test NMI and of the linear-probe accuracy, and how many seeds showed each failure
+mode.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class MethodSummary:
     seeds: int
     nmi_mean: float
     nmi_sd: float
+    probe_mean: float
+    probe_sd: float
     failures: dict[str, int]
 
     def cells(self) -> list[str]:
@@ -53,7 +56,10 @@ class MethodSummary:
             f"{self.failures[flag]}/{self.seeds}" if flag in self.failures else "–"
             for flag in FAILURE_FLAGS
         ]
-        return [self.method, f"{self.nmi_mean:.2f} ± {self.nmi_sd:.2f}", *flags]
+        probe = (
+            "–" if math.isnan(self.probe_mean) else f"{self.probe_mean:.3f} ± {self.probe_sd:.3f}"
+        )
+        return [self.method, f"{self.nmi_mean:.2f} ± {self.nmi_sd:.2f}", probe, *flags]
 
 
 def _run_one(config: TrainingConfig, folder: Path) -> dict[str, Any]:
@@ -129,6 +135,12 @@ def run_study(
     return [rows[c.method, c.seed] for c in configs]
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``nan`` for one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else math.nan
+    return statistics.fmean(values), sd
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[MethodSummary]:
     """Mean and sample standard deviation of the NMI per method, in the order of ``rows``."""
     by_method: dict[str, list[dict[str, Any]]] = {}
@@ -143,14 +155,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[MethodSummary]:
                 flag: sum(bool(run["failure_modes"][flag]) for run in runs)
                 for flag in FAILURE_FLAGS
             }
-        sd = statistics.stdev(nmis) if len(nmis) > 1 else math.nan
-        summaries.append(MethodSummary(method, len(runs), statistics.fmean(nmis), sd, failures))
+        probes = [run["linear_probe"] for run in runs if "linear_probe" in run]
+        probe_mean, probe_sd = _mean_sd(probes) if len(probes) == len(runs) else (math.nan,) * 2
+        summaries.append(
+            MethodSummary(method, len(runs), *_mean_sd(nmis), probe_mean, probe_sd, failures)
+        )
     return summaries
 
 
 def markdown_table(summaries: list[MethodSummary], data: str) -> str:
     """The summary as a Markdown table."""
-    header = ["method", f"NMI on {data} (mean ± sd)", *FAILURE_FLAGS.values()]
+    header = ["method", f"NMI on {data} (mean ± sd)", "linear probe", *FAILURE_FLAGS.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(summary.cells()) + " |" for summary in summaries]
     return "\n".join(lines) + "\n"
@@ -161,7 +176,7 @@ def write_tables(
 ) -> tuple[Path, Path, Path]:
     """``runs.csv`` (one line per run), ``summary.csv`` and ``summary.md`` in ``out``."""
     out = Path(out)
-    run_columns = ["method", "seed", "nmi", "seconds", *FAILURE_FLAGS]
+    run_columns = ["method", "seed", "nmi", "linear_probe", "seconds", *FAILURE_FLAGS]
 
     def write_runs(temporary: str) -> None:
         with open(temporary, "w", newline="") as handle:
@@ -170,17 +185,20 @@ def write_tables(
             for row in rows:
                 flags = row.get("failure_modes", {})
                 writer.writerow(
-                    [row["method"], row["seed"], row["nmi"], round(row["seconds"], 1)]
+                    [row["method"], row["seed"], row["nmi"], row.get("linear_probe", "")]
+                    + [round(row["seconds"], 1)]
                     + [flags.get(flag, "") for flag in FAILURE_FLAGS]
                 )
 
     def write_summary(temporary: str) -> None:
         with open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["method", "seeds", "nmi_mean", "nmi_sd", *FAILURE_FLAGS])
+            writer.writerow(
+                ["method", "seeds", "nmi_mean", "nmi_sd", "probe_mean", "probe_sd", *FAILURE_FLAGS]
+            )
             for s in summaries:
                 writer.writerow(
-                    [s.method, s.seeds, s.nmi_mean, s.nmi_sd]
+                    [s.method, s.seeds, s.nmi_mean, s.nmi_sd, s.probe_mean, s.probe_sd]
                     + [s.failures.get(flag, "") for flag in FAILURE_FLAGS]
                 )
 
