@@ -27,7 +27,8 @@ the paper's ablations: JEM (:math:`\mathcal{L}_{GEN}` only), *no gen*, *no inv*,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import pyro
@@ -202,6 +203,30 @@ class GEDI(ClusterSSL):
             symmetric=False,
         )
         self.weights = weights
+
+    @contextmanager
+    def reweighted(self, **weights: float) -> Iterator[GEDI]:
+        r"""Within the block, the named weights are replaced (e.g. ``invariance=0, prior=0`` trains
+        :math:`\mathcal{L}_{GEN}` alone); the configured weights are restored afterwards.
+
+        Example::
+
+            >>> program = GEDI(nn.Linear(2, 4), feature_dim=4, num_clusters=2)
+            >>> with program.reweighted(invariance=0.0, prior=0.0):
+            ...     program.weights
+            GEDIWeights(generative=1.0, invariance=0.0, prior=0.0)
+            >>> program.weights.invariance
+            50.0
+        """
+        saved = self.weights
+        changed = saved._replace(**{name: float(value) for name, value in weights.items()})
+        if not all(w >= 0 for w in changed) or not any(changed):
+            raise ValueError(f"weights must be >= 0 with one positive, got {changed}")
+        self.weights = changed
+        try:
+            yield self
+        finally:
+            self.weights = saved
 
     def energy(self, x: Tensor) -> Tensor:
         r""":math:`E(x; \Theta) = -\log \sum_y e^{U_{:y}^\top g(x)/\tau}`, ``[n]`` (eq. 6)."""

@@ -158,3 +158,31 @@ def test_cli_demo_prints_terms_nmi_and_failure_modes(tmp_path):
     for expected in ("gedi on moons", "final bound terms", "test NMI", "cluster collapse"):
         assert expected in result.output
     assert (tmp_path / "clusters_density.png").exists()
+
+
+def test_a_generative_warmup_trains_the_generative_term_alone_first(tmp_path):
+    config = small_config("gedi", iterations=6)
+    config.log_every, config.generative_warmup = 1, 3
+    run, _ = train(config, tmp_path, progress=False)
+    terms = [set(row) - {"iteration", "loss"} for row in run.history]
+    assert terms[:3] == [{"x"}] * 3  # L_GEN only: the other sites are removed
+    assert all({"x", "y", "agreement", "balance"} <= t for t in terms[3:])
+    assert run.method.program.weights == (1.0, 50.0, 10.0)  # restored
+    config.generative_warmup = -1
+    with pytest.raises(ValueError, match="generative_warmup"):
+        train(config, tmp_path / "bad", progress=False)
+
+
+def test_reweighting_restores_the_weights_even_on_error():
+    from thermossl.methods import build_method
+
+    program = build_method("gedi", input_dim=2).program
+    with pytest.raises(RuntimeError), program.reweighted(prior=0.0):
+        assert program.weights.prior == 0.0
+        raise RuntimeError
+    assert program.weights.prior == 10.0
+    with (
+        pytest.raises(ValueError, match="one positive"),
+        program.reweighted(generative=0.0, invariance=0.0, prior=0.0),
+    ):
+        pass

@@ -33,7 +33,16 @@ __all__ = ["TrainingConfig", "TrainingRun", "train"]
 
 @dataclass
 class TrainingConfig:
-    """Every setting of a run (paper 001, Appendix L and Table 7, unless stated)."""
+    """Every setting of a run (paper 001, Appendix L and Table 7, unless stated).
+
+    ``generative_warmup``: for this many first iterations a GEDI-family method trains its
+    generative term alone (invariance and prior weights 0), then the whole bound: the density is
+    learned before the clusters are drawn on it (the two-stage order of Sansone & Manhaeve 2022,
+    which paper 001 compares with). 0, the paper's setting, trains all terms from the start.
+    Measured (quadrature normalizer, 7k iterations, 5 seeds): 3,000 warm-up iterations gave NMI
+    0.46 ± 0.42 on moons (0.55 ± 0.37 without) and 0.50 ± 0.35 on circles; an option, not a
+    default.
+    """
 
     method: str
     data: str
@@ -42,6 +51,7 @@ class TrainingConfig:
     batch_size: int = 400
     learning_rate: float = 1e-3
     augmentation_noise: float = 0.03
+    generative_warmup: int = 0
     checkpoint_every: int = 1000
     log_every: int = 100
     settings: MethodSettings = field(default_factory=MethodSettings)
@@ -54,6 +64,10 @@ class TrainingConfig:
             raise ValueError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
             check_positive_integer(name, getattr(self, name))
+        if not (isinstance(self.generative_warmup, int) and self.generative_warmup >= 0):
+            raise ValueError(
+                f"generative_warmup must be an integer >= 0, got {self.generative_warmup!r}"
+            )
         check_positive("learning_rate", self.learning_rate)
         check_positive("augmentation_noise", self.augmentation_noise)
         check_positive("temperature", self.settings.temperature)
@@ -139,7 +153,11 @@ def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor
         run.buffer, samples, _ = method.sampler.sample(
             run.buffer, method.energy, config.batch_size, generator=generator
         )
-    loss, terms = method.loss(x1, x2, samples)
+    if method.needs_samples and run.iteration < config.generative_warmup:
+        with method.program.reweighted(invariance=0.0, prior=0.0):
+            loss, terms = method.loss(x1, x2, samples)
+    else:
+        loss, terms = method.loss(x1, x2, samples)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"the loss became {float(loss)} at iteration {run.iteration + 1}")
     run.optimizer.zero_grad(set_to_none=True)
