@@ -43,7 +43,9 @@ def time_method(name: str, data_name: str, iterations: int, repeats: int, device
     run.method.to(device)
     inputs = data.train_inputs.to(device)
     if run.buffer is not None:
-        run.buffer = type(run.buffer)(*(t.to(device) for t in run.buffer))
+        run.buffer = type(run.buffer)(
+            *(t.to(device) if torch.is_tensor(t) else t for t in run.buffer)
+        )
     if device.type == "cuda":
         run.generator = torch.Generator(device).manual_seed(0)
         state = run.optimizer.state_dict()
