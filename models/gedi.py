@@ -96,10 +96,10 @@ class EnergyModel(TorchDistribution):
     ):
         self.energy = energy
         if isinstance(samples, QuadratureGrid):
-            self.samples = samples._replace(points=samples.points.detach())
+            points = samples.points.detach()
+            self.samples = samples._replace(points=points)
         else:
-            self.samples = samples.detach()
-        points = self.samples.points if isinstance(samples, QuadratureGrid) else self.samples
+            points = self.samples = samples.detach()
         super().__init__(
             batch_shape=torch.Size([batch_size]),
             event_shape=points.shape[1:],

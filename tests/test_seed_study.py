@@ -6,6 +6,7 @@ import csv
 import math
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from thermossl.cli import app
@@ -49,7 +50,9 @@ def test_the_summary_is_the_mean_and_sample_sd_per_method():
 
 def test_a_study_trains_every_pair_once_and_resumes_from_finished_runs(tmp_path):
     methods, seeds = ["gedi_no_gen", "barlow"], [0, 1]
+    threads = torch.get_num_threads()
     rows = run_study(base_config(), methods, seeds, tmp_path, progress=False)
+    assert torch.get_num_threads() == threads  # in-process runs leave the thread count alone
     assert [(row["method"], row["seed"]) for row in rows] == [
         (m, s) for m in methods for s in seeds
     ]
@@ -74,6 +77,8 @@ def test_a_study_rejects_unknown_methods_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"unknown method 'nope'.*gedi"):
         run_study(base_config(), ["gedi_no_gen", "nope"], [0], tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="one method and one seed"):
+        run_study(base_config(), [], [0], tmp_path, progress=False)
     with pytest.raises(ValueError, match="jobs"):
         run_study(base_config(), ["gedi"], [0], tmp_path, jobs=0, progress=False)
 

@@ -218,6 +218,18 @@ def _plot_mutual_information(path: Path, truth: float, rows, batch_size: int) ->
     plt.close(figure)
 
 
+# Options shared by `train` and `compare`.
+AugmentationNoise = Annotated[
+    float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
+]
+GenerativeWarmup = Annotated[
+    int, typer.Option(min=0, help="First iterations training L_GEN alone (GEDI family).")
+]
+Normalizer = Annotated[
+    str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
+]
+
+
 @app.command()
 def train(
     method: Annotated[str, typer.Argument(help="gedi, gedi_no_gen, ..., swav, barlow (see docs).")],
@@ -226,15 +238,9 @@ def train(
     iterations: Annotated[int, typer.Option(min=1, help="Adam steps.")] = 20_000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 400,
     temperature: Annotated[float, typer.Option(help="tau of the cluster softmax.")] = 1.0,
-    augmentation_noise: Annotated[
-        float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
-    ] = 0.03,
-    generative_warmup: Annotated[
-        int, typer.Option(min=0, help="First iterations training L_GEN alone (GEDI family).")
-    ] = 0,
-    normalizer: Annotated[
-        str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
-    ] = "langevin",
+    augmentation_noise: AugmentationNoise = 0.03,
+    generative_warmup: GenerativeWarmup = 0,
+    normalizer: Normalizer = "langevin",
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -320,15 +326,9 @@ def compare(
         STUDY_METHODS
     ),
     iterations: Annotated[int, typer.Option(min=1, help="Adam steps per run.")] = 20_000,
-    augmentation_noise: Annotated[
-        float, typer.Option(help="sigma of the Gaussian augmentation N(0, sigma^2 I).")
-    ] = 0.03,
-    generative_warmup: Annotated[
-        int, typer.Option(min=0, help="First iterations training L_GEN alone (GEDI family).")
-    ] = 0,
-    normalizer: Annotated[
-        str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
-    ] = "langevin",
+    augmentation_noise: AugmentationNoise = 0.03,
+    generative_warmup: GenerativeWarmup = 0,
+    normalizer: Normalizer = "langevin",
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:

@@ -5,7 +5,7 @@ folder ``OUT/METHOD-SEED``. A run whose folder holds ``metrics.json`` and the sa
 ``config.json`` is read, not repeated; an unfinished one continues from its checkpoint; a folder
 with other settings is retrained. So an interrupted study resumes where it stopped. Runs go to
 ``jobs`` worker processes with one PyTorch thread each (a run is small and sequential: two runs
-on two cores beat one run on two).
+on two cores beat one run on two); with ``jobs = 1`` they run in this process, as it is set up.
 
 The summary gives, per method, the mean and the sample standard deviation (``ddof = 1``) over the
 seeds of the test NMI and of the linear-probe accuracy, and how many seeds showed each failure
@@ -62,12 +62,15 @@ class MethodSummary:
         return [self.method, f"{self.nmi_mean:.2f} ± {self.nmi_sd:.2f}", probe, *flags]
 
 
-def _run_one(config: TrainingConfig, folder: Path) -> dict[str, Any]:
+def _single_threaded_worker() -> None:
     import torch
 
+    torch.set_num_threads(1)
+
+
+def _run_one(config: TrainingConfig, folder: Path) -> dict[str, Any]:
     from thermossl.training_cli import run_training
 
-    torch.set_num_threads(1)
     resume = (folder / "checkpoint.pt").exists() and _same_settings(config, folder)
     metrics = run_training(config, folder, resume=resume, progress=False)
     metrics.pop("report", None)
@@ -99,10 +102,13 @@ def run_study(
 ) -> list[dict[str, Any]]:
     """Train every method with every seed (settings otherwise from ``base``); one row per run.
 
-    :raises ValueError: for an unknown method (before anything is trained) or ``jobs < 1``.
+    :raises ValueError: for an unknown method (before anything is trained), no methods or seeds,
+        or ``jobs < 1``.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not methods or not seeds:
+        raise ValueError("a study needs at least one method and one seed")
     configs = [replace(base, method=m, seed=s) for m in methods for s in seeds]
     for config in configs:
         config.validate()
@@ -124,7 +130,9 @@ def run_study(
                 rows[config.method, config.seed] = _run_one(config, folder)
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(
+                jobs, mp_context=get_context("spawn"), initializer=_single_threaded_worker
+            ) as pool:
                 futures = {pool.submit(_run_one, c, f): c for c, f in pending}
                 for future in as_completed(futures):
                     config = futures[future]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_finite, check_positive, check_positive_integer
-from thermossl.methods import METHODS, NORMALIZERS, Method, MethodSettings, build_method
+from thermossl.methods import METHODS, Method, MethodSettings, build_method
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_json
 
@@ -74,11 +75,6 @@ class TrainingConfig:
         for key in ("step_size", "noise_scale"):
             check_positive(f"langevin {key}", self.settings.langevin[key])
         check_positive_integer("quadrature_points", self.settings.quadrature_points)
-        if self.settings.normalizer not in NORMALIZERS:
-            raise ValueError(
-                f"unknown normalizer {self.settings.normalizer!r}; "
-                f"choose one of {', '.join(NORMALIZERS)}"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,10 +149,8 @@ def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor
         run.buffer, samples, _ = method.sampler.sample(
             run.buffer, method.energy, config.batch_size, generator=generator
         )
-    if method.needs_samples and run.iteration < config.generative_warmup:
-        with method.program.reweighted(invariance=0.0, prior=0.0):
-            loss, terms = method.loss(x1, x2, samples)
-    else:
+    warming_up = method.needs_samples and run.iteration < config.generative_warmup
+    with method.program.reweighted(invariance=0.0, prior=0.0) if warming_up else nullcontext():
         loss, terms = method.loss(x1, x2, samples)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"the loss became {float(loss)} at iteration {run.iteration + 1}")
