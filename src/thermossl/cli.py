@@ -268,7 +268,7 @@ def train(
             batch_size=batch_size,
             augmentation_noise=augmentation_noise,
             generative_warmup=generative_warmup,
-            settings=MethodSettings(temperature=temperature, normalizer=normalizer),
+            settings=MethodSettings.for_data(data, temperature=temperature, normalizer=normalizer),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
     try:
@@ -347,7 +347,7 @@ def compare(
         iterations=iterations,
         augmentation_noise=augmentation_noise,
         generative_warmup=generative_warmup,
-        settings=MethodSettings(normalizer=normalizer),
+        settings=MethodSettings.for_data(data, normalizer=normalizer),
     )
     try:
         rows = run_study(base, names, list(range(seeds)), out, jobs=jobs)
@@ -360,6 +360,36 @@ def compare(
     paths = write_tables(rows, summaries, out, data)
     typer.echo(markdown_table(summaries, data))
     typer.echo("written: " + ", ".join(str(path) for path in paths))
+
+
+@app.command()
+def nesy(
+    triplets: Annotated[str, typer.Option(help="Comma-separated triplet counts.")] = "100,1000",
+    modes: Annotated[str, typer.Option(help="Comma-separated: nesy, gedi, gedi_nesy.")] = (
+        "nesy,gedi,gedi_nesy"
+    ),
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1 per setting.")] = 3,
+    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate.")] = 1e-3,
+    out: Annotated[Path, typer.Option(help="Study folder.")] = Path("runs/nesy"),
+) -> None:
+    """The digits addition experiment (paper 001, Table 6): accuracy and NMI per objective.
+
+    Finished runs are kept in OUT/runs.csv, so an interrupted study resumes."""
+    from thermossl.nesy_experiment import markdown_nesy, run_nesy_study, summarize_nesy
+
+    def split(text: str) -> list[str]:
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    try:
+        counts = [int(item) for item in split(triplets)]
+        rows = run_nesy_study(split(modes), counts, range(seeds), out, learning_rate=learning_rate)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; finished runs are kept. Run the same command to resume.")
+        raise typer.Exit(130) from None
+    typer.echo(markdown_nesy(summarize_nesy(rows)))
+    typer.echo(f"written: {out / 'runs.csv'}, {out / 'summary.md'}")
 
 
 def main() -> None:
