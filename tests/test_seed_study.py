@@ -115,3 +115,21 @@ def test_a_study_with_other_settings_retrains(tmp_path):
     other.augmentation_noise = 0.1
     run_study(other, ["gedi_no_gen"], [0], tmp_path, progress=False)
     assert metrics.stat().st_mtime_ns != stamp
+
+
+def test_a_run_saved_before_a_setting_existed_matches_its_default(tmp_path):
+    """A config.json written before a field was added (here ``restarts``) still names the same
+    run when the field holds its default, and a different one otherwise."""
+    import json
+    from dataclasses import replace
+
+    from thermossl.seed_study import _same_settings
+
+    config = base_config()
+    saved = config.to_dict()
+    del saved["restarts"], saved["restart"]
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "environment": {}}))
+    assert _same_settings(config, tmp_path)
+    assert not _same_settings(replace(config, restarts=2), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "unknown_setting": 1}))
+    assert not _same_settings(config, tmp_path)

@@ -190,3 +190,56 @@ def test_reweighting_restores_the_weights_even_on_error():
         program.reweighted(generative=0.0, invariance=0.0, prior=0.0),
     ):
         pass
+
+
+def test_restarts_keep_the_initialization_with_the_highest_bound(tmp_path):
+    """Each restart trains on the same data from its own initialization; the run evaluated is the
+    one with the lowest final loss, and every restart's loss and NMI are reported."""
+    from thermossl.evaluation import evaluate
+    from thermossl.training import final_loss
+    from thermossl.training_cli import run_training
+
+    config = small_config("gedi_no_gen", iterations=10)
+    config.restarts = 3
+    metrics = run_training(config, tmp_path, progress=False)
+    runs = []
+    for index in range(3):
+        single = small_config("gedi_no_gen", iterations=10)
+        single.restart = index
+        run, data = train(single, tmp_path / f"check-{index}", progress=False)
+        runs.append(run)
+        reported = metrics["restarts"][index]
+        assert reported["final_loss"] == final_loss(run.history)
+        assert reported["nmi"] == evaluate(run.method, data, config.augmentation_noise, 3)["nmi"]
+    losses = [r["final_loss"] for r in metrics["restarts"]]
+    assert metrics["selected_restart"] == losses.index(min(losses))
+    assert metrics["nmi"] == metrics["restarts"][metrics["selected_restart"]]["nmi"]
+    first, second = parameters(runs[0]), parameters(runs[1])
+    assert not all(torch.equal(p, q) for p, q in zip(first, second, strict=True))
+    restart_zero, _ = train(
+        small_config("gedi_no_gen", iterations=10), tmp_path / "plain", progress=False
+    )
+    for p, q in zip(first, parameters(restart_zero), strict=True):
+        assert torch.equal(p, q)  # restart 0 is the seed's own run
+    assert "selected by the bound" in metrics["report"]
+
+
+def test_restarts_need_the_bounds_value(tmp_path):
+    config = small_config("gedi")
+    config.restarts = 2
+    with pytest.raises(ValueError, match="quadrature"):
+        config.validate()
+    config.settings.normalizer = "quadrature"
+    config.validate()
+    config.restart = -1
+    with pytest.raises(ValueError, match="restart must be"):
+        config.validate()
+
+
+def test_final_loss_averages_the_last_tenth():
+    from thermossl.training import final_loss
+
+    history = [{"loss": float(i)} for i in range(20)]
+    assert final_loss(history) == (18 + 19) / 2
+    with pytest.raises(ValueError, match="no logged"):
+        final_loss([])

@@ -228,6 +228,11 @@ GenerativeWarmup = Annotated[
 Normalizer = Annotated[
     str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
 ]
+LearningRate = Annotated[float, typer.Option(help="Adam's learning rate.")]
+Restarts = Annotated[
+    int,
+    typer.Option(min=1, help="Initializations per run; the one with the highest bound is kept."),
+]
 
 
 @app.command()
@@ -241,6 +246,8 @@ def train(
     augmentation_noise: AugmentationNoise = 0.03,
     generative_warmup: GenerativeWarmup = 0,
     normalizer: Normalizer = "langevin",
+    learning_rate: LearningRate = 1e-3,
+    restarts: Restarts = 1,
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -266,8 +273,10 @@ def train(
             seed=seed,
             iterations=iterations,
             batch_size=batch_size,
+            learning_rate=learning_rate,
             augmentation_noise=augmentation_noise,
             generative_warmup=generative_warmup,
+            restarts=restarts,
             settings=MethodSettings.for_data(data, temperature=temperature, normalizer=normalizer),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
@@ -329,6 +338,8 @@ def compare(
     augmentation_noise: AugmentationNoise = 0.03,
     generative_warmup: GenerativeWarmup = 0,
     normalizer: Normalizer = "langevin",
+    learning_rate: LearningRate = 1e-3,
+    restarts: Restarts = 1,
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:
@@ -345,8 +356,10 @@ def compare(
         method=names[0] if names else "",
         data=data,
         iterations=iterations,
+        learning_rate=learning_rate,
         augmentation_noise=augmentation_noise,
         generative_warmup=generative_warmup,
+        restarts=restarts,
         settings=MethodSettings.for_data(data, normalizer=normalizer),
     )
     try:
@@ -369,7 +382,7 @@ def nesy(
         "nesy,gedi,gedi_nesy"
     ),
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1 per setting.")] = 3,
-    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate.")] = 1e-3,
+    learning_rate: LearningRate = 1e-3,
     out: Annotated[Path, typer.Option(help="Study folder.")] = Path("runs/nesy"),
 ) -> None:
     """The digits addition experiment (paper 001, Table 6): accuracy and NMI per objective.

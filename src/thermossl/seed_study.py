@@ -84,7 +84,13 @@ def _same_settings(config: TrainingConfig, folder: Path) -> bool:
         return False
     settings = json.loads(saved.read_text())
     settings.pop("environment", None)
-    return settings == json.loads(json.dumps(config.to_dict()))
+    try:  # settings saved before a field was added compare with its default
+        saved_config = TrainingConfig.from_dict(settings)
+    except TypeError:
+        return False
+    return json.loads(json.dumps(saved_config.to_dict())) == json.loads(
+        json.dumps(config.to_dict())
+    )
 
 
 def _finished(config: TrainingConfig, folder: Path) -> bool:
