@@ -102,11 +102,15 @@ class MethodSettings:
         and the sampler takes 20 steps per iteration (Table 9) of size 0.01 with noise 0.005, kept
         in the pixels' box :math:`[0, 1]` (the JEM update of
         :class:`~thermossl.inference.langevin.PersistentLangevin`). Table 9's step of 1 (noise
-        0.01), made for ResNet energies, sends this MLP's chains to the box's corners. Measured on
-        seed 0 (the generative term's per-pair value, the sample-data energy gap): with step 1 it
-        reached 5·10⁹ by iteration 1,500 at learning rate 10⁻³ (2·10⁵ by 3,000 at 10⁻⁴), with
-        step 0.05 1.3·10⁷, the clusters collapsing each time (NMI ≤ 0.12); with step 0.01 and
-        noise 0.005 it stayed within ±3 and the clusters balanced (NMI 0.33 at 1,500).
+        0.01), made for ResNet energies, sends this MLP's chains to the box's corners.
+
+        .. warning:: GEDI does not yet train stably on digits with any of these samplers. Measured
+            on seed 0, Table 7's weights and learning rate 10⁻³ (the generative term's per-pair
+            value, the sample-data energy gap): step 1 reached 5·10⁹ by iteration 1,500, step
+            0.05 1.3·10⁷; step 0.01 with noise 0.005 stayed within ±3 for 1,500 iterations (NMI
+            0.33, clusters balanced) but reached 1.4·10⁹ by 3,000, the clusters collapsing. At
+            learning rate 10⁻⁴ step 1 kept the gap bounded for 3,000 iterations, but the clusters
+            did not form (NMI 0.12).
 
         Example::
 
