@@ -93,6 +93,8 @@ def test_schedule_is_the_papers_epochs_times_batches(triplets, epochs, iteration
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"weight_decay": -1e-4}, "weight_decay"),
         ({"epochs": 0}, "epochs"),
+        ({"weights": (1.0, -1.0, 400.0)}, "weights"),
+        ({"weights": (0.0, 0.0, 0.0)}, "weights"),
     ],
 )
 def test_bad_settings_are_refused(change, message):

@@ -113,6 +113,12 @@ class NesyConfig:
             check_positive_integer("epochs", self.epochs)
         for name in ("learning_rate", "augmentation_noise", "nesy_weight"):
             check_positive(name, getattr(self, name))
+        if self.weights is not None and (
+            len(self.weights) != 3 or not all(w >= 0 for w in self.weights) or not any(self.weights)
+        ):
+            raise ValueError(
+                f"weights must be three numbers >= 0, one positive; got {self.weights}"
+            )
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
