@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_finite, check_positive, check_positive_integer
-from thermossl.methods import METHODS, Method, MethodSettings, build_method
+from thermossl.methods import GEDI_FAMILY, METHODS, Method, MethodSettings, build_method
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_json
 
@@ -45,9 +45,10 @@ class TrainingConfig:
     default.
 
     ``restarts``: independent initializations trained on the same data; the run keeps the one
-    whose derived bound is highest (:func:`select_restart`), the maximum-likelihood choice among
-    local optima, like k-means' ``n_init``. ``restart`` is the index of one such initialization
-    (0 is the seed's own; :attr:`init_seed` gives the others).
+    whose derived bound is highest, i.e. whose :func:`final_loss` is lowest (the published loss
+    for ``barlow``): the maximum-likelihood choice among local optima, like k-means' ``n_init``.
+    ``restart`` is the index of one such initialization (0 is the seed's own; :attr:`init_seed`
+    gives the others).
     """
 
     method: str
@@ -78,17 +79,12 @@ class TrainingConfig:
             )
         if not (isinstance(self.restart, int) and self.restart >= 0):
             raise ValueError(f"restart must be an integer >= 0, got {self.restart!r}")
-        if (
-            self.restarts > 1
+        sampled_bound = (
+            self.method in GEDI_FAMILY
+            and GEDI_FAMILY[self.method].generative > 0
             and self.settings.normalizer == "langevin"
-            and self.method
-            in (
-                "gedi",
-                "gedi_no_inv",
-                "gedi_no_prior",
-                "jem",
-            )
-        ):
+        )
+        if self.restarts > 1 and sampled_bound:
             raise ValueError(
                 "restarts are selected by the bound's value, which the Langevin stand-in for "
                 "log Gamma does not give; use the quadrature normalizer (or restarts=1)"
