@@ -243,3 +243,19 @@ def test_final_loss_averages_the_last_tenth():
     assert final_loss(history) == (18 + 19) / 2
     with pytest.raises(ValueError, match="no logged"):
         final_loss([])
+
+
+def test_cli_passes_restarts_learning_rate_and_grid_to_the_run(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "gedi", "--data", "moons", "--iterations", "4", "--batch-size", "16"]
+    args += ["--normalizer", "quadrature", "--quadrature-points", "8", "--restarts", "2"]
+    result = CliRunner().invoke(app, [*args, "--learning-rate", "0.002", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["restarts"] == 2 and config["learning_rate"] == 0.002
+    assert config["settings"]["quadrature_points"] == 8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["restart"] for r in metrics["restarts"]] == [0, 1]
+    assert (out / "restart-1" / "checkpoint.pt").exists()
+    refused = CliRunner().invoke(app, ["train", "gedi", "--restarts", "2", "--out", str(out / "x")])
+    assert refused.exit_code != 0 and "quadrature" in refused.output

@@ -229,6 +229,9 @@ Normalizer = Annotated[
     str, typer.Option(help="log-normalizer of L_GEN: langevin (paper) or quadrature (d <= 3).")
 ]
 LearningRate = Annotated[float, typer.Option(help="Adam's learning rate.")]
+QuadraturePoints = Annotated[
+    int, typer.Option(min=2, help="Grid points per axis of the quadrature normalizer.")
+]
 Restarts = Annotated[
     int,
     typer.Option(min=1, help="Initializations per run; the one with the highest bound is kept."),
@@ -248,6 +251,7 @@ def train(
     normalizer: Normalizer = "langevin",
     learning_rate: LearningRate = 1e-3,
     restarts: Restarts = 1,
+    quadrature_points: QuadraturePoints = 64,
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -277,7 +281,12 @@ def train(
             augmentation_noise=augmentation_noise,
             generative_warmup=generative_warmup,
             restarts=restarts,
-            settings=MethodSettings.for_data(data, temperature=temperature, normalizer=normalizer),
+            settings=MethodSettings.for_data(
+                data,
+                temperature=temperature,
+                normalizer=normalizer,
+                quadrature_points=quadrature_points,
+            ),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
     try:
@@ -340,6 +349,7 @@ def compare(
     normalizer: Normalizer = "langevin",
     learning_rate: LearningRate = 1e-3,
     restarts: Restarts = 1,
+    quadrature_points: QuadraturePoints = 64,
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:
@@ -360,7 +370,9 @@ def compare(
         augmentation_noise=augmentation_noise,
         generative_warmup=generative_warmup,
         restarts=restarts,
-        settings=MethodSettings.for_data(data, normalizer=normalizer),
+        settings=MethodSettings.for_data(
+            data, normalizer=normalizer, quadrature_points=quadrature_points
+        ),
     )
     try:
         rows = run_study(base, names, list(range(seeds)), out, jobs=jobs)

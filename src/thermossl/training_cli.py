@@ -25,6 +25,7 @@ def run_training(
     on the training data) is evaluated; ``metrics["restarts"]`` lists every restart's final loss
     and test NMI, so the selection can be checked against labels it never saw.
     """
+    config.validate()
     restarts = None
     if config.restarts > 1:
         candidates = []
