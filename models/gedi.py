@@ -56,6 +56,24 @@ class GEDIWeights(NamedTuple):
     invariance: float = 50.0
     prior: float = 10.0
 
+    def checked(self) -> GEDIWeights:
+        """These weights as floats, after checking each is >= 0 and one is positive.
+
+        :raises ValueError: naming the first negative weight, or when all are zero.
+
+        Example::
+
+            >>> GEDIWeights(1, 0, 0).checked()
+            GEDIWeights(generative=1.0, invariance=0.0, prior=0.0)
+        """
+        weights = GEDIWeights(*(float(w) for w in self))
+        for name, value in weights._asdict().items():
+            if not value >= 0:
+                raise ValueError(f"the weight of the {name} term must be >= 0, got {value!r}")
+        if not any(weights):
+            raise ValueError("weights must be >= 0 with at least one positive, got all zero")
+        return weights
+
 
 class EnergyModel(TorchDistribution):
     r"""The density :math:`p(x; \Theta) \propto e^{-E(x; \Theta)}` of ``batch_size`` examples, with
@@ -186,12 +204,7 @@ class GEDI(ClusterSSL):
         weights: GEDIWeights | None = None,
         prior: Tensor | None = None,
     ):
-        weights = GEDIWeights(*(float(w) for w in (weights or GEDIWeights())))
-        for name, value in weights._asdict().items():
-            if not value >= 0:
-                raise ValueError(f"the weight of the {name} term must be >= 0, got {value!r}")
-        if not any(weights):
-            raise ValueError("at least one of the three weights must be positive")
+        weights = GEDIWeights(*(weights or GEDIWeights())).checked()
         super().__init__(
             network,
             feature_dim,
@@ -219,10 +232,7 @@ class GEDI(ClusterSSL):
             50.0
         """
         saved = self.weights
-        changed = saved._replace(**{name: float(value) for name, value in weights.items()})
-        if not all(w >= 0 for w in changed) or not any(changed):
-            raise ValueError(f"weights must be >= 0 with one positive, got {changed}")
-        self.weights = changed
+        self.weights = saved._replace(**weights).checked()
         try:
             yield self
         finally:

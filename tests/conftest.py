@@ -12,6 +12,14 @@ def _isolated_pyro_state():
     pyro.clear_param_store()
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits, split with seed 0 (shared by the tests that only read it)."""
+    from thermossl.models.datasets import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
 def pytest_configure(config):
     # Two workers on two cores: keep each worker single-threaded.
     torch.set_num_threads(1)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from thermossl.models.datasets import load_dataset
 from torch import nn
 
 from tests.common import assert_relative_close
@@ -22,12 +21,6 @@ from thermossl.downstream import (
     score_norm,
     shifted_digits,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
-
 
 # --- (a) linear probe -------------------------------------------------------------------------
 

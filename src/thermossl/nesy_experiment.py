@@ -49,11 +49,12 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_positive, check_positive_integer
+from thermossl.evaluation import evaluating
 from thermossl.methods import Method, MethodSettings, build_method
 from thermossl.models import GEDIWeights
 from thermossl.models.datasets import Dataset, load_dataset
 from thermossl.objectives.nesy import make_addition_triplets, nesy_loss
-from thermossl.runs import write_atomically, write_json
+from thermossl.runs import write_csv, write_json
 
 __all__ = [
     "NESY_MODES",
@@ -113,12 +114,8 @@ class NesyConfig:
             check_positive_integer("epochs", self.epochs)
         for name in ("learning_rate", "augmentation_noise", "nesy_weight"):
             check_positive(name, getattr(self, name))
-        if self.weights is not None and (
-            len(self.weights) != 3 or not all(w >= 0 for w in self.weights) or not any(self.weights)
-        ):
-            raise ValueError(
-                f"weights must be three numbers >= 0, one positive; got {self.weights}"
-            )
+        if self.weights is not None:
+            GEDIWeights(*self.weights).checked()
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
@@ -181,13 +178,8 @@ def evaluate_classifier(method: Method, inputs: torch.Tensor, labels: torch.Tens
     """Accuracy of the arg max read as the label, NMI, and the share of the most predicted class."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    was_training = method.training
-    method.eval()
-    try:
-        with torch.no_grad():
-            predicted = method.logits(inputs).argmax(-1)
-    finally:
-        method.train(was_training)
+    with evaluating(method):
+        predicted = method.logits(inputs).argmax(-1)
     counts = torch.bincount(predicted, minlength=int(labels.max()) + 1)
     return {
         "accuracy": float((predicted == labels).float().mean()),
@@ -210,7 +202,7 @@ def run_nesy(
     method = build_method("gedi", data.train_inputs.shape[1], settings)
     uses_gedi = config.mode != "nesy"
     if uses_gedi:
-        method.program.weights = GEDIWeights(*config.gedi_weights)
+        method.program.weights = GEDIWeights(*config.gedi_weights).checked()
     images = data.train_inputs[triplets]  # [triplets, 3, d]
     buffer = (
         method.sampler.init(data.train_inputs, generator=generator)
@@ -327,16 +319,6 @@ def _read_runs(path: Path) -> list[dict[str, Any]]:
         ]
 
 
-def _write_runs(path: Path, rows: list[dict[str, Any]]) -> None:
-    def write(temporary: str) -> None:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=STUDY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomically(path, write, suffix=".csv")
-
-
 def run_nesy_study(
     modes: Iterable[str],
     triplet_counts: Iterable[int],
@@ -376,7 +358,7 @@ def run_nesy_study(
             result = run_nesy(config, data, progress=progress)
             found[key] = {**result, "settings": key[-1]}
             rows.append({column: found[key][column] for column in STUDY_COLUMNS})
-            _write_runs(path, rows)
+            write_csv(path, rows, STUDY_COLUMNS)
         wanted.append(found[key])
     summary = summarize_nesy(wanted)
     write_json(out / "summary.json", summary)

@@ -6,17 +6,18 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "write_atomically", "write_figure", "write_json"]
+__all__ = ["environment", "write_atomically", "write_csv", "write_figure", "write_json"]
 
 
 def environment() -> dict[str, str]:
@@ -59,6 +60,19 @@ def write_atomically(path: Path, write: Callable[[str], None], suffix: str = ".t
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:
+    """Write ``rows`` (dictionaries keyed by ``columns``) as CSV with a header, atomically."""
+    rows = list(rows)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_atomically(path, write, suffix=".csv")
 
 
 def write_figure(path: Path, figure) -> Path:

@@ -13,7 +13,6 @@ bound's terms every ``log_every`` iterations), and at the end ``metrics.json`` a
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from contextlib import nullcontext
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from thermossl._validation import check_finite, check_positive, check_positive_integer
 from thermossl.methods import GEDI_FAMILY, METHODS, Method, MethodSettings, build_method
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
-from thermossl.runs import environment, write_atomically, write_json
+from thermossl.runs import environment, write_atomically, write_csv, write_json
 
 __all__ = ["TrainingConfig", "TrainingRun", "final_loss", "train"]
 
@@ -189,15 +188,7 @@ def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor
 def write_history(history: list[dict[str, float]], path: Path) -> None:
     if not history:
         return
-    names = list(dict.fromkeys(key for row in history for key in row))
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=names)
-            writer.writeheader()
-            writer.writerows(history)
-
-    write_atomically(path, write, suffix=".csv")
+    write_csv(path, history, list(dict.fromkeys(key for row in history for key in row)))
 
 
 def train(

@@ -28,27 +28,27 @@ def run_training(
     config.validate()
     restarts = None
     if config.restarts > 1:
-        candidates = []
+        candidates = []  # (final loss, run, its test metrics) per restart
         for index in range(config.restarts):
-            single = replace(config, restarts=1, restart=index)
             folder = Path(out) / f"restart-{index}"
             again = resume and (folder / "checkpoint.pt").exists()
+            single = replace(config, restarts=1, restart=index)
             candidate, data = train(single, folder, resume=again, progress=progress)
-            nmi = evaluate(candidate.method, data, config.augmentation_noise, seed=config.seed)
-            candidates.append((final_loss(candidate.history), index, nmi["nmi"], candidate))
+            scores = evaluate(candidate.method, data, config.augmentation_noise, seed=config.seed)
+            candidates.append((final_loss(candidate.history), candidate, scores))
         restarts = [
-            {"restart": index, "final_loss": loss, "nmi": nmi} for loss, index, nmi, _ in candidates
+            {"restart": index, "final_loss": loss, "nmi": scores["nmi"]}
+            for index, (loss, _, scores) in enumerate(candidates)
         ]
-        _, selected, _, run = min(candidates, key=lambda item: item[0])
-        seconds = sum(candidate.seconds for *_, candidate in candidates)
+        selected = min(range(len(candidates)), key=lambda index: candidates[index][0])
+        _, run, metrics = candidates[selected]
+        metrics.update(restarts=restarts, selected_restart=selected)
+        seconds = sum(candidate.seconds for _, candidate, _ in candidates)
         write_json(Path(out) / "config.json", {**config.to_dict(), "environment": environment()})
     else:
         run, data = train(config, out, resume=resume, progress=progress)
+        metrics = evaluate(run.method, data, config.augmentation_noise, seed=config.seed)
         seconds = run.seconds
-    metrics = evaluate(run.method, data, config.augmentation_noise, seed=config.seed)
-    if restarts is not None:
-        metrics["restarts"] = restarts
-        metrics["selected_restart"] = selected
     metrics.update(evaluate_downstream(run.method, data, out, buffer=run.buffer, seed=config.seed))
     final = run.history[-1] if run.history else {}
     metrics.update(
