@@ -71,12 +71,14 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch
         ({"batch_size": 6000}, "batch_size 6000 exceeds the 5000 training examples"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"iterations": 0}, "iterations"),
+        ({"settings.activation": "tanh"}, "unknown activation 'tanh'; choose one of relu, "),
     ],
 )
 def test_bad_settings_are_named(tmp_path, change, match):
     config = small_config()
     for key, value in change.items():
-        setattr(config, key, value)
+        owner, _, name = key.rpartition(".")
+        setattr(config.settings if owner else config, name, value)
     with pytest.raises(ValueError, match=match):
         train(config, tmp_path, progress=False)
 
@@ -259,3 +261,63 @@ def test_cli_passes_restarts_learning_rate_and_grid_to_the_run(tmp_path):
     assert (out / "restart-1" / "checkpoint.pt").exists()
     refused = CliRunner().invoke(app, ["train", "gedi", "--restarts", "2", "--out", str(out / "x")])
     assert refused.exit_code != 0 and "quadrature" in refused.output
+
+
+@pytest.mark.parametrize(
+    "method, setting, expected",
+    [
+        ("gedi", None, torch.nn.LeakyReLU),
+        ("jem", None, torch.nn.LeakyReLU),
+        ("swav", None, torch.nn.ReLU),
+        ("barlow", None, torch.nn.ReLU),
+        ("gedi", "relu", torch.nn.ReLU),
+        ("swav", "leaky_relu", torch.nn.LeakyReLU),
+    ],
+)
+def test_each_method_gets_its_activation_unless_one_is_set(method, setting, expected):
+    from thermossl.methods import MethodSettings, build_method
+
+    built = build_method(method, 2, MethodSettings(activation=setting))
+    kinds = {type(m) for m in built.modules() if isinstance(m, torch.nn.ReLU | torch.nn.LeakyReLU)}
+    assert kinds == {expected}
+    if expected is torch.nn.LeakyReLU:
+        assert all(m.negative_slope == 0.2 for m in built.modules() if isinstance(m, expected))
+
+
+def test_a_config_saved_before_the_activation_setting_reads_as_relu():
+    saved = small_config().to_dict()
+    del saved["settings"]["activation"]
+    assert TrainingConfig.from_dict(saved).settings.activation == "relu"
+    assert TrainingConfig.from_dict(small_config().to_dict()).settings.activation is None
+
+
+def test_cli_passes_the_activation_to_the_run(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "gedi", "--data", "moons", "--iterations", "2", "--batch-size", "16"]
+    result = CliRunner().invoke(app, [*args, "--activation", "relu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["settings"]["activation"] == "relu"
+    refused = CliRunner().invoke(app, [*args, "--activation", "tanh", "--out", str(out / "x")])
+    assert refused.exit_code != 0 and "unknown activation 'tanh'" in refused.output
+
+
+def test_gedi_loss_replays_the_derived_bound_for_each_set_of_weights():
+    from thermossl.methods import MethodSettings, build_method
+
+    torch.manual_seed(0)
+    method = build_method("gedi", 2, MethodSettings(normalizer="quadrature", quadrature_points=8))
+    x1 = torch.randn(16, 2)
+    x2 = x1 + 0.03 * torch.randn(16, 2)
+    grid = method.sampler.init(x1)
+    for reweighting in ({}, {"invariance": 0.0, "prior": 0.0}, {}):
+        with method.program.reweighted(**reweighting):
+            for _ in range(2):  # the second call replays the recording
+                loss, terms = method.loss(x1, x2, grid)
+            derived = method.program.bound(x1, x2, grid)
+        assert torch.allclose(loss, -derived.total / 16, rtol=1e-6)
+        assert terms == pytest.approx({k: float(v.detach()) / 16 for k, v in derived.terms.items()})
+        replayed = torch.autograd.grad(loss, list(method.parameters()))
+        expected = torch.autograd.grad(-derived.total / 16, list(method.parameters()))
+        for a, b in zip(replayed, expected, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert len(method._recorded_bounds) == 2

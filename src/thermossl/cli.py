@@ -232,6 +232,13 @@ LearningRate = Annotated[float, typer.Option(help="Adam's learning rate.")]
 QuadraturePoints = Annotated[
     int, typer.Option(min=2, help="Grid points per axis of the quadrature normalizer.")
 ]
+Activation = Annotated[
+    str | None,
+    typer.Option(
+        help="Hidden activation: relu or leaky_relu (default: leaky_relu for the GEDI family, "
+        "relu for the others)."
+    ),
+]
 Restarts = Annotated[
     int,
     typer.Option(min=1, help="Initializations per run; the one with the highest bound is kept."),
@@ -252,6 +259,7 @@ def train(
     learning_rate: LearningRate = 1e-3,
     restarts: Restarts = 1,
     quadrature_points: QuadraturePoints = 64,
+    activation: Activation = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -286,6 +294,7 @@ def train(
                 temperature=temperature,
                 normalizer=normalizer,
                 quadrature_points=quadrature_points,
+                activation=activation,
             ),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
@@ -350,6 +359,7 @@ def compare(
     learning_rate: LearningRate = 1e-3,
     restarts: Restarts = 1,
     quadrature_points: QuadraturePoints = 64,
+    activation: Activation = None,
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:
@@ -371,7 +381,10 @@ def compare(
         generative_warmup=generative_warmup,
         restarts=restarts,
         settings=MethodSettings.for_data(
-            data, normalizer=normalizer, quadrature_points=quadrature_points
+            data,
+            normalizer=normalizer,
+            quadrature_points=quadrature_points,
+            activation=activation,
         ),
     )
     try:

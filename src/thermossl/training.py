@@ -24,7 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_finite, check_positive, check_positive_integer
-from thermossl.methods import GEDI_FAMILY, METHODS, Method, MethodSettings, build_method
+from thermossl.methods import (
+    ACTIVATIONS,
+    GEDI_FAMILY,
+    METHODS,
+    Method,
+    MethodSettings,
+    build_method,
+)
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_csv, write_json
 
@@ -94,6 +101,11 @@ class TrainingConfig:
         for key in ("step_size", "noise_scale"):
             check_positive(f"langevin {key}", self.settings.langevin[key])
         check_positive_integer("quadrature_points", self.settings.quadrature_points)
+        if self.settings.activation not in (None, *ACTIVATIONS):
+            raise ValueError(
+                f"unknown activation {self.settings.activation!r}; "
+                f"choose one of {', '.join(ACTIVATIONS)}"
+            )
 
     @property
     def init_seed(self) -> int:
@@ -106,8 +118,11 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """The config saved by :meth:`to_dict`. A saved config without ``activation`` predates
+        the setting, when every method used ReLU, and is read as such."""
         data = dict(data)
-        data["settings"] = MethodSettings(**data.get("settings", {}))
+        settings = {"activation": "relu", **data.get("settings", {})}
+        data["settings"] = MethodSettings(**settings)
         return cls(**data)
 
 
