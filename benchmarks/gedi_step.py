@@ -7,7 +7,9 @@ timed over the same number of calls) divided by the time of a whole iteration. E
 median over ``--repeats`` timed blocks of ``--iterations`` iterations after a warm-up; ratios are
 against SwAV (the paper's §4 compares GEDI's cost with SwAV's: no Sinkhorn, but extra passes for
 the samples). On the two-dimensional sets, ``gedi+quadrature`` is GEDI with the log-normalizer by
-quadrature on a 64 x 64 grid instead of the sampler.
+quadrature on a 64 x 64 grid instead of the sampler, ``gedi+quadrature32`` on a 32 x 32 grid.
+GEDI's loss replays its recorded derivation (:class:`~thermossl.objectives.TracedBound`);
+``+derived`` re-derives it through Pyro at every step instead, for comparison.
 
 Run: python benchmarks/gedi_step.py [--iterations 200] [--threads 2] [--device cpu]
 """
@@ -34,12 +36,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_method(name: str, data_name: str, iterations: int, repeats: int, device) -> dict:
-    method, _, normalizer = name.partition("+")
+    # "gedi+quadrature32": a 32 x 32 grid; "...+derived": the bound re-derived at every step
+    method, _, variant = name.partition("+")
+    normalizer, _, derivation = variant.partition("+")
     config = TrainingConfig(method=method, data=data_name, seed=0)
     if normalizer:
-        config.settings.normalizer = normalizer
+        config.settings.normalizer = "quadrature"
+        config.settings.quadrature_points = int(normalizer.removeprefix("quadrature") or 64)
     data = load_dataset(data_name, 0)
     run = start(config, data)
+    if derivation == "derived":
+        run.method._derived_bound = lambda: run.method.program.bound
     run.method.to(device)
     inputs = data.train_inputs.to(device)
     if run.buffer is not None:
@@ -99,7 +106,9 @@ def main() -> None:
     )
     rows = []
     for data_name in args.data:
-        names = [*METHODS, *(["gedi+quadrature"] if data_name in ("moons", "circles") else [])]
+        planar = data_name in ("moons", "circles")
+        quadrature = ["gedi+quadrature", "gedi+quadrature32", "gedi+quadrature32+derived"]
+        names = [*METHODS, *(quadrature if planar else [])]
         results = {
             m: time_method(m, data_name, args.iterations, args.repeats, device) for m in names
         }
@@ -108,7 +117,7 @@ def main() -> None:
             result["ratio_to_swav"] = result["ms_per_iteration"] / anchor
             rows.append(result)
             print(
-                f"{data_name:7s} {result['method']:15s} {result['ms_per_iteration']:8.2f} ms/iter  "
+                f"{data_name:7s} {result['method']:26s} {result['ms_per_iteration']:8.2f} ms/iter  "
                 f"x{result['ratio_to_swav']:.2f} of SwAV  Langevin share "
                 f"{100 * result['langevin_share']:4.1f}% ({result['langevin_steps']} steps)"
             )
