@@ -72,6 +72,7 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"iterations": 0}, "iterations"),
         ({"settings.activation": "tanh"}, "unknown activation 'tanh'; choose one of relu, "),
+        ({"settings.energy_penalty": -0.1}, "energy_penalty must be >= 0, got -0.1"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, change, match):
@@ -321,3 +322,26 @@ def test_gedi_loss_replays_the_derived_bound_for_each_set_of_weights():
         for a, b in zip(replayed, expected, strict=True):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     assert len(method._recorded_bounds) == 2
+
+
+def test_the_energy_penalty_adds_the_mean_squared_energies_of_data_and_samples():
+    from thermossl.methods import MethodSettings, build_method
+
+    torch.manual_seed(0)
+    x1, samples = torch.randn(12, 2), torch.randn(20, 2)
+    x2 = x1 + 0.03 * torch.randn(12, 2)
+    plain = build_method("gedi", 2, MethodSettings())
+    penalized = build_method("gedi", 2, MethodSettings(energy_penalty=0.5))
+    penalized.load_state_dict(plain.state_dict())
+    loss, _ = plain.loss(x1, x2, samples)
+    with_penalty, terms = penalized.loss(x1, x2, samples)
+    energies = plain.energy(x1), plain.energy(samples)
+    expected = 0.5 * (energies[0].pow(2).mean() + energies[1].pow(2).mean())
+    assert torch.allclose(with_penalty - loss, expected, rtol=1e-5)
+    assert terms["energy_penalty"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert MethodSettings.for_data("digits").energy_penalty == 0.1
+    assert MethodSettings.for_data("moons").energy_penalty == 0.0
+    # with the quadrature normalizer the bound's value is exact and nothing is added
+    quadrature = build_method("gedi", 2, MethodSettings(normalizer="quadrature", energy_penalty=1))
+    grid = quadrature.sampler.init(x1)
+    assert "energy_penalty" not in quadrature.loss(x1, x2, grid)[1]

@@ -239,6 +239,14 @@ Activation = Annotated[
         "relu for the others)."
     ),
 ]
+EnergyPenalty = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="alpha of the energy-magnitude penalty with Langevin samples (default: 0.1 on "
+        "digits, 0 elsewhere).",
+    ),
+]
 Restarts = Annotated[
     int,
     typer.Option(min=1, help="Initializations per run; the one with the highest bound is kept."),
@@ -260,6 +268,7 @@ def train(
     restarts: Restarts = 1,
     quadrature_points: QuadraturePoints = 64,
     activation: Activation = None,
+    energy_penalty: EnergyPenalty = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (runs/METHOD-DATA-SEED).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
@@ -295,6 +304,7 @@ def train(
                 normalizer=normalizer,
                 quadrature_points=quadrature_points,
                 activation=activation,
+                **({} if energy_penalty is None else {"energy_penalty": energy_penalty}),
             ),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
@@ -366,6 +376,7 @@ def compare(
     restarts: Restarts = 1,
     quadrature_points: QuadraturePoints = 64,
     activation: Activation = None,
+    energy_penalty: EnergyPenalty = None,
     jobs: Annotated[int, typer.Option(min=1, help="Runs trained at once (one thread each).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Study folder (runs/compare-DATA).")] = None,
 ) -> None:
@@ -391,6 +402,7 @@ def compare(
             normalizer=normalizer,
             quadrature_points=quadrature_points,
             activation=activation,
+            **({} if energy_penalty is None else {"energy_penalty": energy_penalty}),
         ),
     )
     try:

@@ -101,6 +101,8 @@ class TrainingConfig:
         for key in ("step_size", "noise_scale"):
             check_positive(f"langevin {key}", self.settings.langevin[key])
         check_positive_integer("quadrature_points", self.settings.quadrature_points)
+        if not self.settings.energy_penalty >= 0:
+            raise ValueError(f"energy_penalty must be >= 0, got {self.settings.energy_penalty!r}")
         if self.settings.activation not in (None, *ACTIVATIONS):
             raise ValueError(
                 f"unknown activation {self.settings.activation!r}; "
