@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/thermossl bounds
+	$(BIN)/thermossl demo
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
