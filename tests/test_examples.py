@@ -66,7 +66,7 @@ def test_gedi_initializations_loss_is_the_derived_bound():
     grads = torch.autograd.grad(loss[0], population)
     for got, want in zip(grads, expected_grads, strict=True):
         got = got[0].T if want.dim() == 2 else got.reshape(want.shape)
-        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_gedi_initializations_smoke(tmp_path):

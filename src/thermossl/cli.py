@@ -275,7 +275,6 @@ def train(
     ] = None,
 ) -> None:
     """Train an SSL method: metrics.json (test NMI, failure modes, bound terms), figures, checkpoint."""
-    from thermossl.methods import MethodSettings
     from thermossl.training import TrainingConfig
     from thermossl.training_cli import run_training
 
@@ -298,13 +297,13 @@ def train(
             augmentation_noise=augmentation_noise,
             generative_warmup=generative_warmup,
             restarts=restarts,
-            settings=MethodSettings.for_data(
+            settings=_settings(
                 data,
                 temperature=temperature,
                 normalizer=normalizer,
                 quadrature_points=quadrature_points,
                 activation=activation,
-                **({} if energy_penalty is None else {"energy_penalty": energy_penalty}),
+                energy_penalty=energy_penalty,
             ),
         )
         out = out or Path("runs") / f"{method}-{data}-{seed}"
@@ -318,6 +317,16 @@ def train(
         )
         raise typer.Exit(130) from None
     typer.echo(metrics["report"])
+
+
+def _settings(data: str, *, energy_penalty: float | None, **options):
+    """The data set's :class:`~thermossl.methods.MethodSettings` with the CLI's options; an
+    energy penalty left unset keeps the data set's preset."""
+    from thermossl.methods import MethodSettings
+
+    if energy_penalty is not None:
+        options["energy_penalty"] = energy_penalty
+    return MethodSettings.for_data(data, **options)
 
 
 @app.command()
@@ -384,7 +393,6 @@ def compare(
     """Train several methods over several seeds; print and write the NMI table (CSV, Markdown).
 
     Finished runs (their metrics.json) are reused, so an interrupted study resumes."""
-    from thermossl.methods import MethodSettings
     from thermossl.seed_study import markdown_table, run_study, summarize, write_tables
     from thermossl.training import TrainingConfig
 
@@ -398,12 +406,12 @@ def compare(
         augmentation_noise=augmentation_noise,
         generative_warmup=generative_warmup,
         restarts=restarts,
-        settings=MethodSettings.for_data(
+        settings=_settings(
             data,
             normalizer=normalizer,
             quadrature_points=quadrature_points,
             activation=activation,
-            **({} if energy_penalty is None else {"energy_penalty": energy_penalty}),
+            energy_penalty=energy_penalty,
         ),
     )
     try:

@@ -24,14 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from thermossl._validation import check_finite, check_positive, check_positive_integer
-from thermossl.methods import (
-    ACTIVATIONS,
-    GEDI_FAMILY,
-    METHODS,
-    Method,
-    MethodSettings,
-    build_method,
-)
+from thermossl.methods import GEDI_FAMILY, METHODS, Method, MethodSettings, build_method
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_csv, write_json
 
@@ -103,11 +96,6 @@ class TrainingConfig:
         check_positive_integer("quadrature_points", self.settings.quadrature_points)
         if not self.settings.energy_penalty >= 0:
             raise ValueError(f"energy_penalty must be >= 0, got {self.settings.energy_penalty!r}")
-        if self.settings.activation not in (None, *ACTIVATIONS):
-            raise ValueError(
-                f"unknown activation {self.settings.activation!r}; "
-                f"choose one of {', '.join(ACTIVATIONS)}"
-            )
 
     @property
     def init_seed(self) -> int:
