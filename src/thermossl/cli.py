@@ -457,6 +457,58 @@ def nesy(
     typer.echo(f"written: {out / 'runs.csv'}, {out / 'summary.md'}")
 
 
+@app.command()
+def frontier(
+    data: Annotated[str, typer.Option(help="Data set: toy (TherML's Appendix B).")] = "toy",
+    preset: Annotated[
+        str, typer.Option(help="A preset, comma-separated presets, or 'all' (with hand_crafted).")
+    ] = "all",
+    steps: Annotated[int, typer.Option(min=1, help="Gradient steps per preset.")] = 10_000,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's step size.")] = 1e-2,
+    seed: Annotated[int, typer.Option(help="Seed of the initialization and training noise.")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed of the 50 training examples.")] = 0,
+    infinite_data: Annotated[
+        bool, typer.Option(help="Train on the exact distribution instead of 50 examples.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/frontier-toy"),
+) -> None:
+    """TherML's functionals R, D, C, S for each captioned objective (paper 003, Figures 3-8).
+
+    Writes OUT/metrics.json, OUT/frontier.{csv,md} and per preset a figure; finished presets are
+    kept, so an interrupted run resumes."""
+    from thermossl.therml_toy import (
+        HAND_CRAFTED,
+        TOY_PRESETS,
+        ToyConfig,
+        markdown_frontier,
+        run_toy_frontier,
+    )
+
+    if data != "toy":
+        raise typer.BadParameter(f"data must be 'toy', got {data!r}", param_hint="--data")
+    names = (
+        [HAND_CRAFTED, *TOY_PRESETS]
+        if preset == "all"
+        else [name.strip() for name in preset.split(",") if name.strip()]
+    )
+    try:
+        config = ToyConfig(
+            steps=steps,
+            learning_rate=learning_rate,
+            seed=seed,
+            data_seed=data_seed,
+            infinite_data=infinite_data,
+        )
+        metrics = run_toy_frontier(names, out, config)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; finished presets are kept. Run the same command to resume.")
+        raise typer.Exit(130) from None
+    typer.echo(markdown_frontier(metrics))
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'frontier.md'}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,270 @@
+r"""The toy experiment of TherML's Appendix B: every captioned objective, trained and measured.
+
+Each preset is a point :math:`(\rho, \delta, \gamma, \sigma)` of
+:math:`J = \rho R + \delta D + \gamma C + \sigma S` named in the captions of Figures 4–8 (paper
+003). :func:`train_toy` minimizes the derived :math:`J` (read off the (world Q, world P) programs
+of :class:`~thermossl.models.therml.ToyWorlds`) with Adam on the 50 training examples;
+:func:`evaluate_toy` measures :math:`R, D, C, S` on the training set and on the exact distribution;
+:func:`run_toy_frontier` does both for a list of presets and writes a resumable run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from thermossl.models.therml import HandCraftedToy, ToyData, ToyWorlds, toy_data
+from thermossl.objectives.therml import Functionals, Multipliers, functionals, objective
+from thermossl.objectives.traced import TracedBound
+from thermossl.runs import environment, write_csv, write_json
+
+__all__ = [
+    "HAND_CRAFTED",
+    "TOY_PRESETS",
+    "ToyConfig",
+    "ToyPreset",
+    "evaluate_toy",
+    "markdown_frontier",
+    "run_toy_frontier",
+    "train_toy",
+]
+
+
+class ToyPreset(NamedTuple):
+    """A captioned objective of Appendix B: its title, figure panel and multipliers."""
+
+    title: str
+    figure: str
+    multipliers: Multipliers
+
+
+#: The objectives of Figures 4–8, with the captions' multipliers.
+TOY_PRESETS: dict[str, ToyPreset] = {
+    "deterministic_classifier": ToyPreset(
+        "Deterministic supervised classifier", "4a", Multipliers(rho=0, delta=0, gamma=1, sigma=0)
+    ),
+    "entropy_regularized_classifier": ToyPreset(
+        "Entropy-regularized deterministic classifier", "4b", Multipliers(0, 0, 1, 0.1)
+    ),
+    "entropy_regularized_ib": ToyPreset("Entropy-regularized IB", "4c", Multipliers(0, 0, 1, 0.01)),
+    "bayesian_neural_network": ToyPreset(
+        "Bayesian neural network classifier", "4d", Multipliers(0, 0, 1, 1)
+    ),
+    "vib": ToyPreset("VIB", "5a", Multipliers(0.5, 0, 1, 0)),
+    "entropy_regularized_vib": ToyPreset(
+        "Entropy-regularized VIB", "5b", Multipliers(0.9, 0, 1, 0.1)
+    ),
+    "autoencoder": ToyPreset("Deterministic autoencoder", "6a", Multipliers(0, 1, 0, 0)),
+    "entropy_regularized_autoencoder": ToyPreset(
+        "Entropy-regularized deterministic autoencoder", "6b", Multipliers(0, 1, 0, 0.01)
+    ),
+    "vae": ToyPreset("VAE", "7a", Multipliers(1, 1, 0, 0)),
+    "beta_vae": ToyPreset("beta-VAE", "7b", Multipliers(0.5, 1, 0, 0)),
+    "entropy_regularized_beta_vae": ToyPreset(
+        "Entropy-regularized beta-VAE", "7c", Multipliers(0.9, 1, 0, 0.5)
+    ),
+    "semi_supervised_vae": ToyPreset("Semi-supervised VAE", "7d", Multipliers(1, 1, 0.5, 0)),
+    "full_objective": ToyPreset("Full objective", "8", Multipliers(0.9, 1, 1000, 0.5)),
+}
+
+#: The optimal hand-crafted model of Figure 3 (evaluated, not trained).
+HAND_CRAFTED = "hand_crafted"
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Settings of a toy run (the paper's where it gives them).
+
+    :ivar int steps: gradient steps (the paper: 10,000).
+    :ivar float learning_rate: Adam's step size.
+    :ivar int num_examples: :math:`N` of the finite training set (the paper: 50).
+    :ivar int data_seed: which 50 examples.
+    :ivar int seed: the initialization and the training noise.
+    :ivar bool infinite_data: train on the exact distribution instead of the 50 examples.
+    :ivar int evaluation_draws: common parameter draws of the evaluation.
+    """
+
+    steps: int = 10_000
+    learning_rate: float = 1e-2
+    num_examples: int = 50
+    data_seed: int = 0
+    seed: int = 0
+    infinite_data: bool = False
+    evaluation_draws: int = 256
+
+    def __post_init__(self):
+        for name in ("steps", "num_examples", "evaluation_draws"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
+            )
+
+    def training_data(self) -> ToyData:
+        """The 50 examples, or the exact law when ``infinite_data``."""
+        return toy_data() if self.infinite_data else toy_data(self.num_examples, self.data_seed)
+
+
+def train_toy(
+    multipliers: Multipliers, config: ToyConfig = ToyConfig(), progress: bool = True
+) -> tuple[ToyWorlds, list[dict[str, float]]]:
+    r"""Minimize the derived :math:`J / N` for ``multipliers`` with Adam; return the model and history.
+
+    Each step draws one fresh set of encoder weights :math:`\theta` (reparameterized, from an
+    explicit generator) and replays the recorded derivation
+    (:class:`~thermossl.objectives.TracedBound`).
+
+    :returns: the trained :class:`~thermossl.models.therml.ToyWorlds` and rows
+        ``{"step", "J", "R", "D", "C", "S"}`` every 50 steps (single-draw estimates).
+    """
+    multipliers = multipliers.checked()
+    worlds = ToyWorlds(seed=config.seed)
+    derivation = TracedBound(worlds)
+    optimizer = torch.optim.Adam(worlds.parameters(), lr=config.learning_rate)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    cells = config.training_data().cells()
+    num_latents = worlds.encoder_bias.shape[0]
+    history = []
+    for step in tqdm(range(1, config.steps + 1), disable=not progress, desc="toy", leave=False):
+        noise = torch.randn(1, num_latents, generator=generator)
+        values = Functionals.from_bound(
+            derivation(*cells, config.num_examples, noise), config.num_examples
+        )
+        loss = objective(values, multipliers)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == config.steps:
+            history.append({"step": step, "J": float(loss.detach()), **values.as_floats()})
+    return worlds, history
+
+
+def evaluate_toy(
+    worlds: ToyWorlds | HandCraftedToy, config: ToyConfig = ToyConfig()
+) -> dict[str, dict[str, float | None]]:
+    """:math:`R, D, C, S` per example on the training set and on the exact distribution.
+
+    The encoder is averaged over ``config.evaluation_draws`` common parameter draws, so the two
+    sets are measured with the same parameters.
+    """
+    noise = None
+    if isinstance(worlds, ToyWorlds):
+        generator = torch.Generator().manual_seed(config.seed + 2)
+        noise = torch.randn(
+            config.evaluation_draws, worlds.encoder_bias.shape[0], generator=generator
+        )
+    results = {}
+    for label, data in (("train", config.training_data()), ("exact", toy_data())):
+        arguments = (*data.cells(), config.num_examples)
+        arguments = arguments if noise is None else (*arguments, noise)
+        with torch.no_grad():
+            values = functionals(
+                worlds.model, worlds.guide, *arguments, num_examples=config.num_examples
+            )
+        results[label] = values.as_floats()
+        if isinstance(worlds, HandCraftedToy):
+            results[label]["S"] = 0.0  # hand-crafted from the process: nothing learned from data
+    return results
+
+
+def run_toy_frontier(
+    presets: list[str], out: Path, config: ToyConfig = ToyConfig(), progress: bool = True
+) -> dict[str, dict]:
+    """Train and evaluate ``presets`` (names of :data:`TOY_PRESETS` or :data:`HAND_CRAFTED`).
+
+    Writes ``OUT/config.json``, ``OUT/metrics.json`` (``{PRESET: {"train": {R, C, D, S}, "exact":
+    {...}}}`` in nats per example) after every preset, ``OUT/frontier.csv`` and ``frontier.md``,
+    and per preset ``OUT/PRESET/{history.csv, model.pt, figure.png}``. Presets already in
+    ``metrics.json`` are kept, so an interrupted run resumes.
+
+    :raises ValueError: on an unknown preset name.
+    """
+    from thermossl.therml_figures import toy_figure
+
+    unknown = [name for name in presets if name not in TOY_PRESETS and name != HAND_CRAFTED]
+    if unknown:
+        choices = ", ".join([HAND_CRAFTED, *TOY_PRESETS])
+        raise ValueError(f"unknown preset(s) {unknown}; choose from {choices} or 'all'")
+    out = Path(out)
+    metrics_path = out / "metrics.json"
+    metrics = _read_json(metrics_path)
+    previous = _read_json(out / "config.json")
+    settings = asdict(config)
+    if metrics and any(previous.get(key) != value for key, value in settings.items()):
+        raise ValueError(
+            f"{out} holds presets trained with other settings ({_differences(previous, settings)}); "
+            "choose another --out or remove it"
+        )
+    write_json(out / "config.json", {**settings, "presets": presets, **environment()})
+    for name in tqdm(presets, disable=not progress, desc="presets"):
+        if name in metrics:
+            continue
+        if name == HAND_CRAFTED:
+            worlds, history = HandCraftedToy(), []
+        else:
+            worlds, history = train_toy(TOY_PRESETS[name].multipliers, config, progress)
+            write_csv(out / name / "history.csv", history, ["step", "J", "R", "D", "C", "S"])
+            torch.save(worlds.state_dict(), out / name / "model.pt")
+        metrics[name] = evaluate_toy(worlds, config)
+        toy_figure(worlds, config.training_data(), out / name / "figure.png", title=_title(name))
+        write_json(metrics_path, metrics)
+    rows = [
+        _row(name, split, values)
+        for name, splits in metrics.items()
+        for split, values in splits.items()
+    ]
+    write_csv(out / "frontier.csv", rows, ["preset", "set", "R", "D", "C", "S"])
+    (out / "frontier.md").write_text(markdown_frontier(metrics) + "\n")
+    return metrics
+
+
+def markdown_frontier(metrics: dict[str, dict]) -> str:
+    """The functionals per preset as a Markdown table: training set, then exact distribution."""
+    lines = [
+        "| objective | ρ, δ, γ, σ | R train / exact | D train / exact | C train / exact | S |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, splits in metrics.items():
+        multipliers = (
+            "—"
+            if name == HAND_CRAFTED
+            else ", ".join(f"{value:g}" for value in TOY_PRESETS[name].multipliers)
+        )
+        cells = [
+            f"{splits['train'][key]:.3f} / {splits['exact'][key]:.3f}" for key in ("R", "D", "C")
+        ]
+        lines.append(
+            f"| {_title(name)} | {multipliers} | {' | '.join(cells)} | {splits['train']['S']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _title(name: str) -> str:
+    if name == HAND_CRAFTED:
+        return "Hand-crafted optimal model (Fig. 3)"
+    preset = TOY_PRESETS[name]
+    return f"{preset.title} (Fig. {preset.figure})"
+
+
+def _row(name: str, split: str, values: dict) -> dict:
+    return {"preset": name, "set": split, **{key: values[key] for key in ("R", "D", "C", "S")}}
+
+
+def _differences(previous: dict, settings: dict) -> str:
+    return ", ".join(
+        f"{key}: {previous.get(key)!r} there, {value!r} now"
+        for key, value in settings.items()
+        if previous.get(key) != value
+    )
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
