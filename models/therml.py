@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import pyro
@@ -268,6 +270,13 @@ class CategoricalWorlds(PyroModule):
     def _draws(self, parameter_noise: Tensor | None) -> int:
         return self.num_parameter_draws if parameter_noise is None else parameter_noise.shape[0]
 
+    @contextmanager
+    def _data_plate(self, x: Tensor, probability: Tensor, num_examples: int) -> Iterator[None]:
+        """The cells' plate, each cell's sites scaled by :math:`N p(x, y)`."""
+        weight = num_examples * probability.to(self.marginal_logits().dtype)
+        with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=weight):
+            yield
+
     @pyro_method
     def model(
         self,
@@ -283,8 +292,7 @@ class CategoricalWorlds(PyroModule):
             prior = self.parameter_prior()
             if prior is not None:
                 pyro.sample("theta", prior.expand([draws, 1]))
-            weight = num_examples * probability.to(self.marginal_logits().dtype)
-            with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=weight):
+            with self._data_plate(x, probability, num_examples):
                 z = pyro.sample("z", dist.Categorical(logits=self.marginal_logits()))
                 pyro.sample("x", dist.Categorical(logits=self.decoder_logits()[z]), obs=x)
                 pyro.sample("y", dist.Categorical(logits=self.classifier_logits()[z]), obs=y)
@@ -307,8 +315,7 @@ class CategoricalWorlds(PyroModule):
                 if parameter_noise is None:
                     posterior = posterior.expand([draws, 1])
                 theta = pyro.sample("theta", posterior)
-            weight = num_examples * probability.to(self.marginal_logits().dtype)
-            with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=weight):
+            with self._data_plate(x, probability, num_examples):
                 pyro.sample("z", dist.Categorical(logits=self.encoder_logits(x, theta)))
 
     # Tables for evaluation and figures ------------------------------------------------------

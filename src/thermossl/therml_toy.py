@@ -11,7 +11,6 @@ of :class:`~thermossl.models.therml.ToyWorlds`) with Adam on the 50 training exa
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +18,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from thermossl._validation import check_positive, check_positive_integer
 from thermossl.models.therml import HandCraftedToy, ToyData, ToyWorlds, toy_data
 from thermossl.objectives.therml import Functionals, Multipliers, functionals, objective
 from thermossl.objectives.traced import TracedBound
@@ -100,13 +100,8 @@ class ToyConfig:
 
     def __post_init__(self):
         for name in ("steps", "num_examples", "evaluation_draws"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(
-                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
-            )
+            check_positive_integer(name, getattr(self, name))
+        check_positive("learning_rate", self.learning_rate)
 
     def training_data(self) -> ToyData:
         """The 50 examples, or the exact law when ``infinite_data``."""

@@ -72,7 +72,8 @@ def test_estimates_match_the_quadrature_of_the_exact_rung_means(setting):
     )
     reference_entropy = -reference_log_partition - stationary_means[-1] / TEMPERATURE
     assert abs(float(result.entropy - reference_entropy)) < 4 * float(result.entropy_error)
-    # the systematic part (12-rung quadrature + the kernel's step bias) stays under 0.4 nats
+    # the systematic part (12-rung quadrature + the kernel's step bias) is deterministic: 0.27
+    # nats for log Z and 0.25 for S at these settings; the bound fails if the ladder or the step gets coarser
     assert abs(float(reference_log_partition - world.log_partition(TEMPERATURE))) < 0.4
     assert abs(float(reference_entropy - world.entropy(TEMPERATURE))) < 0.4
     # and the posterior at the target temperature is kept as ArviZ data
