@@ -171,9 +171,11 @@ def load_checkpoint(run: TrainingRun, path: Path) -> TrainingRun:
 def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor) -> dict:
     """One iteration: minibatch, augmentation, model samples, Adam step; returns the terms."""
     method, generator = run.method, run.generator
-    index = torch.randint(inputs.shape[0], (config.batch_size,), generator=generator)
+    device = inputs.device  # the generator lives on the inputs' device
+    index = torch.randint(inputs.shape[0], (config.batch_size,), generator=generator, device=device)
     x1 = inputs[index]
-    x2 = x1 + config.augmentation_noise * torch.randn(x1.shape, generator=generator)
+    noise = torch.randn(x1.shape, generator=generator, device=device)
+    x2 = x1 + config.augmentation_noise * noise
     samples = None
     if method.needs_samples:
         run.buffer, samples, _ = method.sampler.sample(
