@@ -19,6 +19,13 @@ latent is enumerated, so :math:`R, D, C` are exact sums); its subclasses supply 
 :class:`ToyWorlds` is the 184-parameter model of Appendix B and :class:`HandCraftedToy` the optimal
 hand-crafted model of its Figure 3. :func:`toy_data` is the data process.
 
+**Reconstruction-free world Q** (Appendix A, eq. 43): :math:`q(\theta) \prod_i q(z_i \mid x_i)\,
+q(y_i \mid z_i)`, the predictive model :math:`X \to Z \to Y` with no decoder. A subclass that
+returns a table from :meth:`CategoricalWorlds.predictive_logits` gets this world Q; the pair's
+``z`` term is then the *volume*
+:math:`\mathcal{L}_z = -V = -\sum_i \langle \log p(z_i \mid x_i, \theta) / q(z_i \mid x_i)
+\rangle_P`, and there is no ``x`` site. ``ToyWorlds(reconstruction_free=True)`` is the toy's.
+
 **The toy's data process.** :math:`z \sim \mathrm{Bernoulli}(0.7)`,
 :math:`h \mid z \sim N(\mu_z, 1)` with :math:`\mu_0 = -\mu`, :math:`\mu_1 = \mu`, :math:`x` the bin
 of :math:`h` among 30 equal bins on :math:`[-3, 3]` (tails folded into the end bins) and
@@ -234,7 +241,8 @@ class CategoricalWorlds(PyroModule):
 
     Subclasses define :meth:`parameter_prior`, :meth:`parameter_posterior`,
     :meth:`encoder_logits` and the world-Q tables :meth:`marginal_logits`,
-    :meth:`decoder_logits`, :meth:`classifier_logits`.
+    :meth:`decoder_logits`, :meth:`classifier_logits`; or, for the reconstruction-free world Q of
+    Appendix A, :meth:`predictive_logits` instead of the marginal and the decoder.
     """
 
     num_parameter_draws: int = 1
@@ -265,6 +273,16 @@ class CategoricalWorlds(PyroModule):
         r"""Unnormalized :math:`\log q(y \mid z)`, ``[K, Y]``."""
         raise NotImplementedError
 
+    def predictive_logits(self, x: Tensor) -> Tensor | None:
+        r"""Unnormalized :math:`\log q(z \mid x)`, ``[M, K]`` for ``x`` ``[M]``, of the
+        reconstruction-free world Q (Appendix A); ``None`` (the default) for the generative one."""
+        return None
+
+    @property
+    def num_bins(self) -> int:
+        """The number of values of :math:`x`."""
+        return self.decoder_logits().shape[-1]
+
     # The programs ---------------------------------------------------------------------------
 
     def _draws(self, parameter_noise: Tensor | None) -> int:
@@ -273,7 +291,7 @@ class CategoricalWorlds(PyroModule):
     @contextmanager
     def _data_plate(self, x: Tensor, probability: Tensor, num_examples: int) -> Iterator[None]:
         """The cells' plate, each cell's sites scaled by :math:`N p(x, y)`."""
-        weight = num_examples * probability.to(self.marginal_logits().dtype)
+        weight = num_examples * probability.to(self.classifier_logits().dtype)
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=weight):
             yield
 
@@ -286,15 +304,20 @@ class CategoricalWorlds(PyroModule):
         num_examples: int,
         parameter_noise: Tensor | None = None,
     ) -> None:
-        """World Q: :math:`q(\\theta) \\prod_i q(z_i) q(x_i \\mid z_i) q(y_i \\mid z_i)`."""
+        """World Q: :math:`q(\\theta) \\prod_i q(z_i) q(x_i \\mid z_i) q(y_i \\mid z_i)`, or
+        :math:`q(\\theta) \\prod_i q(z_i \\mid x_i) q(y_i \\mid z_i)` (Appendix A)."""
         draws = self._draws(parameter_noise)
         with pyro.plate("parameter_draws", draws, dim=-2), poutine.scale(scale=1.0 / draws):
             prior = self.parameter_prior()
             if prior is not None:
                 pyro.sample("theta", prior.expand([draws, 1]))
             with self._data_plate(x, probability, num_examples):
-                z = pyro.sample("z", dist.Categorical(logits=self.marginal_logits()))
-                pyro.sample("x", dist.Categorical(logits=self.decoder_logits()[z]), obs=x)
+                predictive = self.predictive_logits(x)
+                if predictive is None:
+                    z = pyro.sample("z", dist.Categorical(logits=self.marginal_logits()))
+                    pyro.sample("x", dist.Categorical(logits=self.decoder_logits()[z]), obs=x)
+                else:  # Appendix A: no decoder, the z term is the volume V
+                    z = pyro.sample("z", dist.Categorical(logits=predictive))
                 pyro.sample("y", dist.Categorical(logits=self.classifier_logits()[z]), obs=y)
 
     @pyro_method
@@ -324,21 +347,26 @@ class CategoricalWorlds(PyroModule):
         r"""The distributions as probability tables, the encoder averaged over parameter draws.
 
         :returns: ``encoder`` :math:`\langle p(z \mid x, \theta)\rangle_\theta` ``[X, K]``,
-            ``marginal`` ``[K]``, ``decoder`` ``[K, X]``, ``classifier`` ``[K, Y]``.
+            ``marginal`` ``[K]``, ``decoder`` ``[K, X]``, ``classifier`` ``[K, Y]``; for the
+            reconstruction-free world Q, ``predictive`` ``[X, K]`` instead of the marginal and
+            the decoder.
         """
-        num_bins = self.decoder_logits().shape[-1]
+        num_bins = self.num_bins
         theta = None
         posterior = self.parameter_posterior(parameter_noise)
         if posterior is not None:
             theta = posterior.rsample()  # one fresh draw, or one per row of the noise
             theta = theta.reshape(-1, 1, theta.shape[-1])
         encoder = self.encoder_logits(torch.arange(num_bins), theta).softmax(-1)
-        return {
-            "encoder": encoder.reshape(-1, num_bins, encoder.shape[-1]).mean(0),
-            "marginal": self.marginal_logits().softmax(-1),
-            "decoder": self.decoder_logits().softmax(-1),
-            "classifier": self.classifier_logits().softmax(-1),
-        }
+        tables = {"encoder": encoder.reshape(-1, num_bins, encoder.shape[-1]).mean(0)}
+        predictive = self.predictive_logits(torch.arange(num_bins))
+        if predictive is None:
+            tables["marginal"] = self.marginal_logits().softmax(-1)
+            tables["decoder"] = self.decoder_logits().softmax(-1)
+        else:
+            tables["predictive"] = predictive.softmax(-1)
+        tables["classifier"] = self.classifier_logits().softmax(-1)
+        return tables
 
 
 def _positions(count: int, dtype: torch.dtype) -> Tensor:
@@ -358,6 +386,9 @@ class ToyWorlds(CategoricalWorlds):
     :param int num_parameter_draws: :math:`P`, fresh parameter draws per evaluation.
     :param int seed: seeds the initialization (an explicit generator).
     :param torch.dtype dtype: float32 or float64.
+    :param bool reconstruction_free: world Q of Appendix A, :math:`q(z \mid x)` of the encoder's
+        form, :math:`q(z = k \mid x = j) \propto e^{-(w^p_k u_j - b^p_k)^2}` (60 parameters), in
+        place of the decoder and the marginal (90): 154 parameters.
 
     Example: the derived bound's terms are :math:`-S, -R, -D, -C`::
 
@@ -366,6 +397,12 @@ class ToyWorlds(CategoricalWorlds):
         >>> bound = derive_bound(worlds.model, worlds.guide, *data.cells(), 50)
         >>> list(bound.terms)
         ['theta', 'z', 'x', 'y']
+
+    Reconstruction-free, they are :math:`-S, -V, -C`::
+
+        >>> free = ToyWorlds(seed=0, reconstruction_free=True)
+        >>> list(derive_bound(free.model, free.guide, *data.cells(), 50).terms)
+        ['theta', 'z', 'y']
     """
 
     def __init__(
@@ -377,6 +414,7 @@ class ToyWorlds(CategoricalWorlds):
         num_parameter_draws: int = 1,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        reconstruction_free: bool = False,
     ):
         super().__init__()
         check_positive_integer("num_latents", num_latents)
@@ -394,11 +432,17 @@ class ToyWorlds(CategoricalWorlds):
         self.encoder_log_weight = uniform(math.log(2.0), math.log(4.0), k)
         self.encoder_bias = uniform(-3.0, 3.0, k)
         self.encoder_log_alpha = nn.Parameter(torch.full((k,), initial_log_alpha, dtype=dtype))
-        self.decoder_weight = uniform(2.0, 4.0, k)
-        self.decoder_bias = uniform(-3.0, 3.0, k)
+        self.reconstruction_free = bool(reconstruction_free)
+        if self.reconstruction_free:
+            self.predictive_weight = uniform(2.0, 4.0, k)
+            self.predictive_bias = uniform(-3.0, 3.0, k)
+        else:
+            self.decoder_weight = uniform(2.0, 4.0, k)
+            self.decoder_bias = uniform(-3.0, 3.0, k)
         self.classifier_weight = uniform(-1.0, 1.0, 2)
         self.classifier_bias = uniform(-1.0, 1.0, 2)
-        self.marginal = nn.Parameter(torch.zeros(k, dtype=dtype))
+        if not self.reconstruction_free:
+            self.marginal = nn.Parameter(torch.zeros(k, dtype=dtype))
         self.register_buffer("bin_positions", _positions(TOY_NUM_BINS, dtype))
         self.register_buffer("latent_positions", _positions(k, dtype))
 
@@ -418,11 +462,27 @@ class ToyWorlds(CategoricalWorlds):
         return -((theta * u - self.encoder_bias) ** 2)
 
     def marginal_logits(self) -> Tensor:
+        self._generative("q(z)")
         return self.marginal
 
     def decoder_logits(self) -> Tensor:
+        self._generative("q(x | z)")
         u = self.bin_positions
         return -((self.decoder_weight[:, None] * u - self.decoder_bias[:, None]) ** 2)
+
+    def predictive_logits(self, x: Tensor) -> Tensor | None:
+        if not self.reconstruction_free:
+            return None
+        u = self.bin_positions[x].unsqueeze(-1)
+        return -((self.predictive_weight * u - self.predictive_bias) ** 2)
+
+    @property
+    def num_bins(self) -> int:
+        return self.bin_positions.shape[0]
+
+    def _generative(self, table: str) -> None:
+        if self.reconstruction_free:
+            raise ValueError(f"the reconstruction-free world Q (Appendix A) has no {table}")
 
     def classifier_logits(self) -> Tensor:
         s = self.latent_positions[:, None]

@@ -14,6 +14,18 @@ the :math:`N` examples:
     S &\equiv \big\langle \log \tfrac{p(\theta \mid \{x, y\})}{q(\theta)} \big\rangle_P
         \;\ge\; I(\Theta; \{X, Y\}) && \text{(entropy)}
 
+With the reconstruction-free world Q of Appendix A (:math:`q(z \mid x)` in place of
+:math:`q(z)\, q(x \mid z)`), the ``z`` site carries the *volume* instead of :math:`R` and there is
+no :math:`D`:
+
+.. math::
+
+    V \equiv \textstyle\sum_i \big\langle \log \frac{p(z_i \mid x_i, \theta)}{q(z_i \mid x_i)}
+        \big\rangle_P \;\ge\; \sum_i I(Z_i; \Theta \mid X_i) \qquad \text{(volume)},
+
+with equality when :math:`q(z \mid x)` is the parameter-averaged encoder; read it with
+:data:`RECONSTRUCTION_FREE_SITES`.
+
 They bound what they cannot reach (eq. 11, 12, 14, 15):
 
 .. math::
@@ -27,7 +39,7 @@ and the objective of eq. 17 (with the multiplier :math:`\rho` on :math:`R` of Ap
 
 .. math::
 
-    J = \rho R + \delta D + \gamma C + \sigma S .
+    J = \rho R + \delta D + \gamma C + \sigma S \;(+\, \nu V \text{ for Appendix A's pair}).
 
 Each functional is **derived**: :func:`functionals` runs
 :func:`~thermossl.objectives.derive_bound` on the pair and reads one site's term, so that
@@ -51,6 +63,7 @@ from torch import Tensor
 
 __all__ = [
     "DEFAULT_SITES",
+    "RECONSTRUCTION_FREE_SITES",
     "Functionals",
     "Multipliers",
     "WorldSites",
@@ -62,34 +75,40 @@ __all__ = [
 
 
 class WorldSites(NamedTuple):
-    """The sample-site names that carry each functional."""
+    """The sample-site names that carry each functional (``None``: no site carries it)."""
 
-    parameters: str = "theta"
-    latent: str = "z"
-    data: str = "x"
-    label: str = "y"
+    parameters: str | None = "theta"
+    latent: str | None = "z"
+    data: str | None = "x"
+    label: str | None = "y"
+    volume: str | None = None
 
 
 #: The site names of :mod:`thermossl.models.therml`'s programs.
 DEFAULT_SITES = WorldSites()
 
+#: The sites of the reconstruction-free pair (Appendix A): ``z`` carries :math:`V`, no ``x``.
+RECONSTRUCTION_FREE_SITES = WorldSites(latent=None, data=None, volume="z")
+
 
 class Multipliers(NamedTuple):
-    r"""The Lagrange multipliers of :math:`J = \rho R + \delta D + \gamma C + \sigma S`, all :math:`\ge 0`.
+    r"""The multipliers of :math:`J = \rho R + \delta D + \gamma C + \sigma S + \nu V`, all :math:`\ge 0`.
 
     Named as in the paper's captions (Appendix B): ``rho`` on the rate, ``delta`` on the
-    distortion, ``gamma`` on the classification error, ``sigma`` (the temperature) on the entropy.
+    distortion, ``gamma`` on the classification error, ``sigma`` (the temperature) on the entropy;
+    ``nu`` on Appendix A's volume, which the paper gives no multiplier (0 unless set).
 
     Example::
 
         >>> Multipliers(rho=1, delta=1, gamma=0, sigma=0).checked()  # a VAE
-        Multipliers(rho=1.0, delta=1.0, gamma=0.0, sigma=0.0)
+        Multipliers(rho=1.0, delta=1.0, gamma=0.0, sigma=0.0, nu=0.0)
     """
 
     rho: float = 1.0
     delta: float = 0.0
     gamma: float = 0.0
     sigma: float = 0.0
+    nu: float = 0.0
 
     def checked(self) -> Multipliers:
         """These multipliers as floats, after checking each is finite and >= 0.
@@ -106,12 +125,14 @@ class Multipliers(NamedTuple):
 
 
 class Functionals(NamedTuple):
-    r""":math:`R, D, C, S` per example, in nats; ``None`` where the program has no such site."""
+    r""":math:`R, D, C, S` (and :math:`V`) per example, in nats; ``None`` where the program has no
+    such site."""
 
     rate: Tensor | None
     distortion: Tensor | None
     classification: Tensor | None
     entropy: Tensor | None
+    volume: Tensor | None = None
 
     @classmethod
     def from_bound(
@@ -119,19 +140,22 @@ class Functionals(NamedTuple):
     ) -> Functionals:
         """The functionals carried by a derived bound's site terms (see :func:`functionals`)."""
         per_example = {name: -term / num_examples for name, term in bound.terms.items()}
-        return cls(
-            rate=per_example.get(sites.latent),
-            distortion=per_example.get(sites.data),
-            classification=per_example.get(sites.label),
-            entropy=per_example.get(sites.parameters),
-        )
+        return cls(*(None if site is None else per_example.get(site) for site in _owners(sites)))
 
     def as_floats(self) -> dict[str, float | None]:
-        """``{"R", "D", "C", "S"}`` as floats (``None`` where undefined)."""
-        return {
+        """``{"R", "D", "C", "S"}`` as floats (``None`` where undefined), and ``"V"`` where defined."""
+        floats = {
             symbol: None if value is None else float(value.detach())
-            for symbol, value in zip("RDCS", self, strict=True)
+            for symbol, value in zip("RDCSV", self, strict=True)
         }
+        if floats["V"] is None:
+            del floats["V"]
+        return floats
+
+
+def _owners(sites: WorldSites) -> tuple[str | None, ...]:
+    """The site of each :class:`Functionals` field, in its order (and :class:`Multipliers`')."""
+    return (sites.latent, sites.data, sites.label, sites.parameters, sites.volume)
 
 
 def functionals(
@@ -171,7 +195,7 @@ def functionals(
 def objective(
     values: Functionals, multipliers: Multipliers, sites: WorldSites = DEFAULT_SITES
 ) -> Tensor:
-    r""":math:`J / N = \rho R + \delta D + \gamma C + \sigma S` (per example; eq. 17 and 34).
+    r""":math:`J / N = \rho R + \delta D + \gamma C + \sigma S + \nu V` (per example; eq. 17 and 34).
 
     A zero multiplier drops its functional, which may then be undefined.
 
@@ -185,17 +209,18 @@ def objective(
         2.0
     """
     multipliers = multipliers.checked()
-    owners = (sites.latent, sites.data, sites.label, sites.parameters)
     total = None
+    # Functionals and Multipliers list their fields in the same order: R, D, C, S, V
     for value, weight, name, site in zip(
-        values, multipliers, Multipliers._fields, owners, strict=True
+        values, multipliers, Multipliers._fields, _owners(sites), strict=True
     ):
         if weight == 0:
             continue
         if value is None:
+            where = "no sample site that carries it" if site is None else f"no sample site {site!r}"
             raise ValueError(
-                f"the multiplier {name} is {weight} but the programs have no sample site "
-                f"{site!r}, so its functional is undefined"
+                f"the multiplier {name} is {weight} but the programs have {where}, so its "
+                "functional is undefined"
             )
         total = weight * value if total is None else total + weight * value
     if total is None:

@@ -40,13 +40,13 @@ instance :class:`thermossl.therml_laws.ToyEquilibrium`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
-
 from thermossl.objectives.therml import Multipliers
+from torch import Tensor
 
 __all__ = [
     "VARIABLES",
@@ -137,7 +137,9 @@ def _shifted(multipliers: Multipliers, variable: str, amount: float) -> Multipli
     return multipliers._replace(**{variable: getattr(multipliers, variable) + amount})
 
 
-def surface_derivatives(equilibrate: Equilibrate, at: Multipliers, step: float) -> SurfaceDerivatives:
+def surface_derivatives(
+    equilibrate: Equilibrate, at: Multipliers, step: float
+) -> SurfaceDerivatives:
     r"""The envelope relations and the Hessian of :math:`J^*` at ``at``, by central differences.
 
     Solves :math:`1 + 4 \cdot 3` equilibria: ``at``, and each of :math:`\delta, \gamma, \sigma`
@@ -149,14 +151,17 @@ def surface_derivatives(equilibrate: Equilibrate, at: Multipliers, step: float) 
     :param float step: :math:`h > 0`.
     :raises ValueError: for :math:`\rho \ne 1`, a non-positive step, or a shift below zero.
 
-    Example: a surface whose functionals are affine in a quadratic's minimizer::
+    Example: :math:`R = \theta^2 / 2`, :math:`D = 1 - \theta` (and :math:`C = S = 0`), so
+    :math:`\theta^* = \delta`, :math:`J^* = \delta - \delta^2 / 2` and :math:`\partial D /
+    \partial \delta = -1`::
 
-        >>> def equilibrate(m):  # J = theta**2 / 2 - theta * (1 - delta) + delta
-        ...     theta = 1.0 - m.delta
-        ...     return SurfacePoint(m, -theta**2 / 2 + m.delta, theta**2 / 2, 1 - theta, 0.0, 0.0)
-        >>> result = surface_derivatives(equilibrate, Multipliers(1.0, 0.5, 0.0, 0.0), 0.1)
+        >>> def equilibrate(m):
+        ...     theta = m.delta
+        ...     rate, distortion = theta**2 / 2, 1 - theta
+        ...     return SurfacePoint(m, rate + m.delta * distortion, rate, distortion, 0.0, 0.0)
+        >>> result = surface_derivatives(equilibrate, Multipliers(1.0, 0.5, 0.5, 0.5), 0.1)
         >>> round(result.envelope[0].residual, 12), round(float(result.hessian[0, 0]), 12)
-        (0.0, 1.0)
+        (0.0, -1.0)
     """
     at = at.checked()
     if at.rho != 1.0:
@@ -182,8 +187,12 @@ def surface_derivatives(equilibrate: Equilibrate, at: Multipliers, step: float) 
         values[h] = slopes
         hessians.append(torch.stack(columns, dim=1))
     envelope = tuple(
-        EnvelopeCheck(variable, Estimate.from_steps(values[step][i], values[step / 2][i]), functional)
-        for i, (variable, functional) in enumerate(zip(VARIABLES, centre.conjugates().tolist()))
+        EnvelopeCheck(
+            variable, Estimate.from_steps(values[step][i], values[step / 2][i]), functional
+        )
+        for i, (variable, functional) in enumerate(
+            zip(VARIABLES, centre.conjugates().tolist(), strict=True)
+        )
     )
     coarse, fine = hessians
     return SurfaceDerivatives(
@@ -192,7 +201,7 @@ def surface_derivatives(equilibrate: Equilibrate, at: Multipliers, step: float) 
 
 
 def _maxwell(hessian: Tensor) -> dict[str, tuple[float, float]]:
-    (dd, dg, ds), (cd, cg, cs), (sd, sg, ss) = hessian.tolist()
+    (dd, dg, ds), (cd, cg, cs), (sd, sg, _) = hessian.tolist()
     inverse = torch.linalg.inv(hessian)  # d(delta, gamma, sigma) / d(D, C, S)
     determinant = dd * cg - dg * cd  # of d(D, C) / d(delta, gamma) at fixed sigma
     return {
@@ -220,7 +229,9 @@ def maxwell_relations(derivatives: SurfaceDerivatives) -> dict[str, tuple[Estima
     """
     coarse, fine = (_maxwell(h) for h in derivatives.hessians)
     return {
-        name: tuple(Estimate.from_steps(c, f) for c, f in zip(coarse[name], fine[name]))
+        name: tuple(
+            Estimate.from_steps(c, f) for c, f in zip(coarse[name], fine[name], strict=True)
+        )
         for name in coarse
     }
 
@@ -240,8 +251,8 @@ class FirstLaw(NamedTuple):
 
 def _path_integral(points: list[SurfacePoint]) -> float:
     total = 0.0
-    for a, b in zip(points, points[1:]):
-        for variable, functional in zip(VARIABLES, _CONJUGATES):
+    for a, b in itertools.pairwise(points):
+        for variable, functional in zip(VARIABLES, _CONJUGATES, strict=True):
             multiplier = (getattr(a.multipliers, variable) + getattr(b.multipliers, variable)) / 2
             total -= multiplier * (getattr(b, functional) - getattr(a, functional))
     return total
@@ -258,14 +269,15 @@ def first_law(
 
     :raises ValueError: for an odd or non-positive ``num_intervals`` or :math:`\rho \ne 1`.
 
-    Example, on a quadratic surface (:func:`surface_derivatives`'s)::
+    Example, on :func:`surface_derivatives`'s surface (:math:`dR = \delta\, d\delta`)::
 
         >>> def equilibrate(m):
-        ...     theta = 1.0 - m.delta
-        ...     return SurfacePoint(m, -theta**2 / 2 + m.delta, theta**2 / 2, 1 - theta, 0.0, 0.0)
+        ...     theta = m.delta
+        ...     rate, distortion = theta**2 / 2, 1 - theta
+        ...     return SurfacePoint(m, rate + m.delta * distortion, rate, distortion, 0.0, 0.0)
         >>> law = first_law(equilibrate, Multipliers(1, 0.2), Multipliers(1, 0.8), 4)
         >>> round(law.rate_change, 6), round(law.residual, 12)
-        (-0.3, 0.0)
+        (0.3, 0.0)
     """
     if num_intervals < 2 or num_intervals % 2:
         raise ValueError(f"num_intervals must be even and >= 2, got {num_intervals}")
@@ -275,7 +287,9 @@ def first_law(
     points = []
     for k in range(num_intervals + 1):
         t = k / num_intervals
-        multipliers = Multipliers(*(a + t * (b - a) for a, b in zip(start, end)))
+        multipliers = Multipliers(*(a + t * (b - a) for a, b in zip(start, end, strict=True)))
         points.append(equilibrate(multipliers))
     fine, coarse = _path_integral(points), _path_integral(points[::2])
-    return FirstLaw(points[-1].rate - points[0].rate, Estimate.from_steps(coarse, fine), tuple(points))
+    return FirstLaw(
+        points[-1].rate - points[0].rate, Estimate.from_steps(coarse, fine), tuple(points)
+    )

@@ -100,6 +100,7 @@ def test_gedi_training_step_on_gpu_is_the_cpu_loss_of_its_draws():
     the step, and the same loss is evaluated on the CPU in float64.
     """
     from thermossl.models.datasets import load_dataset
+
     from thermossl.training import TrainingConfig, start, training_step
 
     config = TrainingConfig(method="gedi", data="moons", seed=0, generative_warmup=0)
@@ -121,7 +122,9 @@ def test_gedi_training_step_on_gpu_is_the_cpu_loss_of_its_draws():
     index = torch.randint(inputs.shape[0], (config.batch_size,), generator=replay, device="cuda")
     x1 = inputs[index]
     x2 = x1 + config.augmentation_noise * torch.randn(x1.shape, generator=replay, device="cuda")
-    _, samples, _ = before.sampler.sample(buffer, before.energy, config.batch_size, generator=replay)
+    _, samples, _ = before.sampler.sample(
+        buffer, before.energy, config.batch_size, generator=replay
+    )
     cpu_loss, _ = cpu_method.loss(*(t.detach().cpu().double() for t in (x1, x2, samples)))
     # float32 on the GPU against float64: a sum over 400 pairs, relative error well below 1e-4
     expected = float(cpu_loss.detach())

@@ -31,8 +31,14 @@ SHORT = ToyConfig(steps=40, evaluation_draws=32)
 
 def test_every_caption_of_figures_4_to_8_is_a_preset():
     assert len(TOY_PRESETS) == 13
-    assert TOY_PRESETS["bayesian_neural_network"].multipliers == (0, 0, 1, 1)
-    assert TOY_PRESETS["full_objective"].multipliers == (0.9, 1, 1000, 0.5)
+    assert TOY_PRESETS["bayesian_neural_network"].multipliers == (
+        0,
+        0,
+        1,
+        1,
+        0,
+    )  # rho delta gamma sigma nu
+    assert TOY_PRESETS["full_objective"].multipliers[:4] == (0.9, 1, 1000, 0.5)
 
 
 def test_run_folder_metrics_and_resumption(tmp_path):

@@ -509,6 +509,53 @@ def frontier(
     typer.echo(f"written: {out / 'metrics.json'}, {out / 'frontier.md'}")
 
 
+@app.command()
+def laws(
+    data: Annotated[str, typer.Option(help="Data set: toy (TherML's Appendix B).")] = "toy",
+    delta: Annotated[float, typer.Option(help="δ of the point the surface is measured at.")] = 1.0,
+    gamma: Annotated[float, typer.Option(help="γ of that point.")] = 1.0,
+    sigma: Annotated[float, typer.Option(help="σ of that point.")] = 0.1,
+    step: Annotated[float, typer.Option(help="Finite-difference step h (also h/2).")] = 0.05,
+    parameter_draws: Annotated[
+        int, typer.Option(min=1, help="Fixed draws of the encoder weights (common noise).")
+    ] = 32,
+    frontier: Annotated[
+        Path | None,
+        typer.Option(help="A `thermossl frontier` folder whose models get eq. 11-12 checked."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (equilibria are kept there).")] = Path(
+        "runs/laws-toy"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """TherML's laws on numbers (paper 003, §1.2, §3): eq. 11-12 on trained models; the envelope
+    relations, Maxwell relations, concavity and first law of the equilibrium surface J*.
+
+    Writes OUT/laws.{json,md}; solved equilibria are kept in OUT/equilibria, so an interrupted
+    run resumes."""
+    import json
+
+    from thermossl.therml_laws import LawsConfig, markdown_laws, run_toy_laws
+
+    if data != "toy":
+        raise typer.BadParameter(f"data must be 'toy', got {data!r}", param_hint="--data")
+    if frontier is not None and not (frontier / "metrics.json").exists():
+        raise typer.BadParameter(f"{frontier} holds no frontier run", param_hint="--frontier")
+    try:
+        config = LawsConfig(
+            delta=delta, gamma=gamma, sigma=sigma, step=step, parameter_draws=parameter_draws
+        )
+        report = run_toy_laws(out, config, frontier=frontier)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; solved equilibria are kept. Run the same command to resume.")
+        raise typer.Exit(130) from None
+    typer.echo(json.dumps(report, indent=2) if as_json else markdown_laws(report))
+    if not as_json:
+        typer.echo(f"written: {out / 'laws.json'}, {out / 'laws.md'}")
+
+
 def main() -> None:
     app()
 

@@ -231,7 +231,7 @@ def markdown_frontier(metrics: dict[str, dict]) -> str:
         multipliers = (
             "—"
             if name == HAND_CRAFTED
-            else ", ".join(f"{value:g}" for value in TOY_PRESETS[name].multipliers)
+            else ", ".join(f"{value:g}" for value in TOY_PRESETS[name].multipliers[:4])
         )
         cells = [
             f"{splits['train'][key]:.3f} / {splits['exact'][key]:.3f}" for key in ("R", "D", "C")
