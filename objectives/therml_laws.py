@@ -138,18 +138,22 @@ def _shifted(multipliers: Multipliers, variable: str, amount: float) -> Multipli
 
 
 def surface_derivatives(
-    equilibrate: Equilibrate, at: Multipliers, step: float
+    equilibrate: Equilibrate, at: Multipliers, step: float, relative: bool = False
 ) -> SurfaceDerivatives:
     r"""The envelope relations and the Hessian of :math:`J^*` at ``at``, by central differences.
 
     Solves :math:`1 + 4 \cdot 3` equilibria: ``at``, and each of :math:`\delta, \gamma, \sigma`
-    moved by :math:`\pm h` and :math:`\pm h / 2`.
+    moved by :math:`\pm h` and :math:`\pm h / 2`, with :math:`h` = ``step``, or
+    :math:`h_m` = ``step`` :math:`\cdot\, m` for each multiplier :math:`m` when ``relative``
+    (the sensible choice when the multipliers differ in scale: a step of 0.05 is small against
+    :math:`\delta = 1` but half of :math:`\sigma = 0.1`).
 
     :param equilibrate: returns the equilibrium :class:`SurfacePoint` for given multipliers.
     :param Multipliers at: the point; ``rho`` must be 1 and each varied multiplier must stay
-        :math:`\ge 0` at the shifted points (``at.m >= step``).
-    :param float step: :math:`h > 0`.
-    :raises ValueError: for :math:`\rho \ne 1`, a non-positive step, or a shift below zero.
+        :math:`\ge 0` at the shifted points (``at.m >= step``, or ``at.m > 0`` when relative).
+    :param float step: :math:`h > 0` (:math:`< 1` when relative).
+    :param bool relative: steps proportional to each multiplier.
+    :raises ValueError: for :math:`\rho \ne 1`, a bad step, or a shift below zero.
 
     Example: :math:`R = \theta^2 / 2`, :math:`D = 1 - \theta` (and :math:`C = S = 0`), so
     :math:`\theta^* = \delta`, :math:`J^* = \delta - \delta^2 / 2` and :math:`\partial D /
@@ -166,30 +170,30 @@ def surface_derivatives(
     at = at.checked()
     if at.rho != 1.0:
         raise ValueError(f"the surface J* is taken with rho = 1, got rho = {at.rho}")
-    if not step > 0:
-        raise ValueError(f"step must be > 0, got {step}")
+    if not (step > 0 and (step < 1 or not relative)):
+        raise ValueError(f"step must be > 0 (and < 1 when relative), got {step}")
     for variable in VARIABLES:
-        if getattr(at, variable) < step:
+        value = getattr(at, variable)
+        if (value <= 0) if relative else (value < step):
             raise ValueError(
-                f"{variable} = {getattr(at, variable)} is below the step {step}: the central "
-                "difference would need a negative multiplier"
+                f"{variable} = {value} is below the step {step}: the central difference would "
+                "need a negative multiplier"
             )
     centre = equilibrate(at)
-    values: dict[float, list[float]] = {}
+    slopes_at: list[list[float]] = []
     hessians = []
-    for h in (step, step / 2):
+    for fraction in (1.0, 0.5):
         columns, slopes = [], []
         for variable in VARIABLES:
+            h = fraction * step * (getattr(at, variable) if relative else 1.0)
             up = equilibrate(_shifted(at, variable, h))
             down = equilibrate(_shifted(at, variable, -h))
             slopes.append((up.value - down.value) / (2 * h))
             columns.append((up.conjugates() - down.conjugates()) / (2 * h))
-        values[h] = slopes
+        slopes_at.append(slopes)
         hessians.append(torch.stack(columns, dim=1))
     envelope = tuple(
-        EnvelopeCheck(
-            variable, Estimate.from_steps(values[step][i], values[step / 2][i]), functional
-        )
+        EnvelopeCheck(variable, Estimate.from_steps(slopes_at[0][i], slopes_at[1][i]), functional)
         for i, (variable, functional) in enumerate(
             zip(VARIABLES, centre.conjugates().tolist(), strict=True)
         )

@@ -94,8 +94,9 @@ def test_a_warm_started_solve_lowers_the_objective_of_its_start():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"sigma": 0.01}, "sigma = 0.01 is below the step"),
+        ({"sigma": 0.0}, "sigma must be > 0"),
         ({"step": 0.0}, "step"),
+        ({"step": 1.0}, "relative step must be < 1"),
         ({"num_intervals": 3}, "even"),
         ({"gamma": -1.0}, "gamma must be a finite number >= 0"),
         ({"parameter_draws": 0}, "parameter_draws"),
@@ -114,5 +115,5 @@ def test_cli_laws_bad_input(tmp_path):
     assert result.exit_code == 2 and "must be 'toy'" in result.output
     result = runner.invoke(app, ["laws", "--frontier", str(tmp_path), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "holds no frontier run" in result.output
-    result = runner.invoke(app, ["laws", "--sigma", "0.01", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "below the step" in result.output
+    result = runner.invoke(app, ["laws", "--sigma", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "sigma must be > 0" in result.output

@@ -515,7 +515,9 @@ def laws(
     delta: Annotated[float, typer.Option(help="δ of the point the surface is measured at.")] = 1.0,
     gamma: Annotated[float, typer.Option(help="γ of that point.")] = 1.0,
     sigma: Annotated[float, typer.Option(help="σ of that point.")] = 0.1,
-    step: Annotated[float, typer.Option(help="Finite-difference step h (also h/2).")] = 0.05,
+    step: Annotated[
+        float, typer.Option(help="Relative finite-difference step: m moves by h·m and h·m/2.")
+    ] = 0.05,
     parameter_draws: Annotated[
         int, typer.Option(min=1, help="Fixed draws of the encoder weights (common noise).")
     ] = 32,

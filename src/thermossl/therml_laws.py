@@ -149,7 +149,8 @@ class LawsConfig:
 
     :ivar at: the point :math:`(\delta, \gamma, \sigma)` (:math:`\rho = 1`) of the envelope,
         Hessian and Maxwell checks.
-    :ivar step: :math:`h` of the central differences (also :math:`h / 2`).
+    :ivar step: the central differences' relative step: each multiplier :math:`m` moves by
+        :math:`\pm h m` and :math:`\pm h m / 2`.
     :ivar path_end: the first law is integrated along the straight path from ``at`` to here.
     :ivar num_intervals: equilibria along the path, minus one (even).
     :ivar parameter_draws: :math:`P`, the fixed draws of :math:`\theta` (common noise).
@@ -181,14 +182,22 @@ class LawsConfig:
         for name in ("num_examples", "parameter_draws", "warmup_steps", "max_iterations"):
             check_positive_integer(name, getattr(self, name))
         self.at.checked(), self.path_end.checked()
+        if self.step >= 1:
+            raise ValueError(f"the relative step must be < 1, got {self.step}")
         for name in ("delta", "gamma", "sigma"):
-            if getattr(self, name) < self.step:
+            if getattr(self, name) <= 0:
                 raise ValueError(
-                    f"{name} = {getattr(self, name)} is below the step {self.step}: the central "
-                    "difference would need a negative multiplier"
+                    f"{name} must be > 0 for the relative central differences, got "
+                    f"{getattr(self, name)}"
                 )
         if self.num_intervals < 2 or self.num_intervals % 2:
             raise ValueError(f"num_intervals must be even and >= 2, got {self.num_intervals}")
+
+    def solver_settings(self) -> dict[str, Any]:
+        """The settings a solved equilibrium depends on (the cache is valid across the rest)."""
+        names = ("num_examples", "data_seed", "seed", "parameter_draws", "warmup_steps")
+        names += ("learning_rate", "max_iterations", "tolerance")
+        return {name: getattr(self, name) for name in names}
 
     @property
     def at(self) -> Multipliers:
@@ -301,12 +310,14 @@ class ToyEquilibrium:
             {**point._asdict(), "multipliers": list(m), "gradient": self.gradient_norms.get(m)}
             for m, point in self.points.items()
         ]
-        write_json(self.cache / "points.json", {"config": asdict(self.config), "points": rows})
+        settings = self.config.solver_settings()
+        write_json(self.cache / "points.json", {"config": settings, "points": rows})
         torch.save({tuple(m): state for m, state in self.states.items()}, self.cache / "states.pt")
 
     def _load(self) -> None:
         saved = json.loads((self.cache / "points.json").read_text())
-        if saved["config"] != json.loads(json.dumps(asdict(self.config))):
+        saved_settings = {key: saved["config"].get(key) for key in self.config.solver_settings()}
+        if saved_settings != json.loads(json.dumps(self.config.solver_settings())):
             raise ValueError(
                 f"{self.cache} holds equilibria of other settings; choose another folder or remove it"
             )
@@ -336,7 +347,7 @@ def run_toy_laws(
         report["bounds"] = frontier_bounds(frontier)
     solve = ToyEquilibrium(config, cache=out / "equilibria")
     with tqdm(total=2, disable=not progress, desc="surface") as bar:
-        derivatives = surface_derivatives(solve, config.at, config.step)
+        derivatives = surface_derivatives(solve, config.at, config.step, relative=True)
         bar.update(1)
         law = first_law(solve, config.at, config.path_end, config.num_intervals)
         bar.update(1)

@@ -65,9 +65,10 @@ class QuadraticSurface:
         return -gradients @ torch.linalg.solve(A, gradients.T)
 
 
-def test_envelope_and_hessian_match_the_closed_form():
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_envelope_and_hessian_match_the_closed_form(relative):
     surface = QuadraticSurface()
-    result = surface_derivatives(surface, AT, step=0.05)
+    result = surface_derivatives(surface, AT, step=0.05, relative=relative)
     assert surface.calls == 13
     for check in result.envelope:
         assert check.derivative.error < 1e-2  # the bar is informative, not vacuous
