@@ -117,3 +117,16 @@ def test_cli_laws_bad_input(tmp_path):
     assert result.exit_code == 2 and "holds no frontier run" in result.output
     result = runner.invoke(app, ["laws", "--sigma", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "sigma must be > 0" in result.output
+
+
+def test_solver_error_restarts_from_the_solution_and_leaves_it_alone():
+    config = LawsConfig(parameter_draws=2, warmup_steps=20, max_iterations=5)
+    solve = ToyEquilibrium(config)
+    at = Multipliers(1.0, 1.0, 1.0, 0.1)
+    point = solve(at)
+    before = {name: value.clone() for name, value in solve.states[at].items()}
+    error = solve.solver_error(at)
+    assert set(error) == {"D", "C", "S"}
+    assert any(abs(value) > 0 for value in error.values())  # 5 iterations: far from converged
+    assert solve(at) is point
+    assert all(torch.equal(before[name], solve.states[at][name]) for name in before)
