@@ -25,7 +25,7 @@ import time
 import torch
 from thermossl.models.datasets import load_dataset
 
-from thermossl.training import TrainingConfig, start, training_step
+from thermossl.training import TrainingConfig, start, to_device, training_step
 
 METHODS = ("swav", "gedi", "jem")
 
@@ -47,17 +47,8 @@ def time_method(name: str, data_name: str, iterations: int, repeats: int, device
     run = start(config, data)
     if derivation == "derived":
         run.method._derived_bound = lambda: run.method.program.bound
-    run.method.to(device)
+    run = to_device(run, device)
     inputs = data.train_inputs.to(device)
-    if run.buffer is not None:
-        run.buffer = type(run.buffer)(
-            *(t.to(device) if torch.is_tensor(t) else t for t in run.buffer)
-        )
-    if device.type == "cuda":
-        run.generator = torch.Generator(device).manual_seed(0)
-        state = run.optimizer.state_dict()
-        run.optimizer = torch.optim.Adam(run.method.parameters(), lr=config.learning_rate)
-        run.optimizer.load_state_dict(state)
 
     def block(function) -> float:
         synchronize(device)

@@ -343,6 +343,20 @@ class CategoricalWorlds(PyroModule):
 
     # Tables for evaluation and figures ------------------------------------------------------
 
+    def encoder_draws(self, parameter_noise: Tensor | None = None) -> Tensor:
+        r""":math:`p(z \mid x, \theta_p)` for every bin at each parameter draw, ``[P, X, K]``.
+
+        ``P`` is the number of rows of ``parameter_noise``, one fresh draw without it, and 1 for
+        a program without parameters :math:`\theta`.
+        """
+        theta = None
+        posterior = self.parameter_posterior(parameter_noise)
+        if posterior is not None:
+            theta = posterior.rsample()  # one fresh draw, or one per row of the noise
+            theta = theta.reshape(-1, 1, theta.shape[-1])
+        encoder = self.encoder_logits(torch.arange(self.num_bins), theta).softmax(-1)
+        return encoder.reshape(-1, self.num_bins, encoder.shape[-1])
+
     def tables(self, parameter_noise: Tensor | None = None) -> dict[str, Tensor]:
         r"""The distributions as probability tables, the encoder averaged over parameter draws.
 
@@ -351,15 +365,8 @@ class CategoricalWorlds(PyroModule):
             reconstruction-free world Q, ``predictive`` ``[X, K]`` instead of the marginal and
             the decoder.
         """
-        num_bins = self.num_bins
-        theta = None
-        posterior = self.parameter_posterior(parameter_noise)
-        if posterior is not None:
-            theta = posterior.rsample()  # one fresh draw, or one per row of the noise
-            theta = theta.reshape(-1, 1, theta.shape[-1])
-        encoder = self.encoder_logits(torch.arange(num_bins), theta).softmax(-1)
-        tables = {"encoder": encoder.reshape(-1, num_bins, encoder.shape[-1]).mean(0)}
-        predictive = self.predictive_logits(torch.arange(num_bins))
+        tables = {"encoder": self.encoder_draws(parameter_noise).mean(0)}
+        predictive = self.predictive_logits(torch.arange(self.num_bins))
         if predictive is None:
             tables["marginal"] = self.marginal_logits().softmax(-1)
             tables["decoder"] = self.decoder_logits().softmax(-1)

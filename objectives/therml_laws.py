@@ -216,7 +216,7 @@ def _maxwell(hessian: Tensor) -> dict[str, tuple[float, float]]:
         "eq. 27: (ddelta/dC)_D,S = (dgamma/dD)_C,S": (float(inverse[0, 1]), float(inverse[1, 0])),
         # eq. 30: at fixed sigma and D, and at fixed C and D (see the module's warning on its sign)
         "eq. 30: (dS/dC)_sigma,D = (dgamma/dsigma)_C,D": (
-            (dd * sg - sd * dg) / (dd * cg - cd * dg),
+            (dd * sg - sd * dg) / determinant,
             -(dd * cs - cd * ds) / determinant,
         ),
     }

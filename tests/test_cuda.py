@@ -101,17 +101,15 @@ def test_gedi_training_step_on_gpu_is_the_cpu_loss_of_its_draws():
     """
     from thermossl.models.datasets import load_dataset
 
-    from thermossl.training import TrainingConfig, start, training_step
+    from thermossl.training import TrainingConfig, start, to_device, training_step
 
     config = TrainingConfig(method="gedi", data="moons", seed=0, generative_warmup=0)
     data = load_dataset("moons", 0)
     run = start(config, data)
     assert run.method.needs_samples
     cpu_method = copy.deepcopy(run.method).double()
-    run.method.cuda()
-    run.optimizer = torch.optim.Adam(run.method.parameters(), lr=config.learning_rate)
-    run.generator = torch.Generator("cuda").manual_seed(0)
-    run.buffer = type(run.buffer)(*(t.cuda() if torch.is_tensor(t) else t for t in run.buffer))
+    run = to_device(run, "cuda")
+    assert run.generator.device.type == "cuda"
     inputs = data.train_inputs.cuda()
     before, buffer = copy.deepcopy(run.method), run.buffer
     replay = torch.Generator("cuda")

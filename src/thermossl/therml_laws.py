@@ -62,18 +62,6 @@ __all__ = ["LawsConfig", "ToyEquilibrium", "frontier_bounds", "markdown_laws", "
 # Inequalities on trained models -------------------------------------------------------------------
 
 
-def _encoder_draws(worlds: ToyWorlds | HandCraftedToy, noise: torch.Tensor | None) -> torch.Tensor:
-    """:math:`p(z \\mid x, \\theta_p)` at each parameter draw, ``[P, X, K]`` (``P = 1`` without θ)."""
-    num_bins = worlds.decoder_logits().shape[-1]
-    posterior = worlds.parameter_posterior(noise)
-    theta = None
-    if posterior is not None:
-        theta = posterior.rsample()
-        theta = theta.reshape(-1, 1, theta.shape[-1])
-    encoder = worlds.encoder_logits(torch.arange(num_bins), theta).softmax(-1).double()
-    return encoder.reshape(-1, num_bins, encoder.shape[-1])
-
-
 def model_bounds(
     worlds: ToyWorlds | HandCraftedToy, data: ToyData, num_examples: int, noise: torch.Tensor | None
 ) -> dict[str, float]:
@@ -87,7 +75,7 @@ def model_bounds(
     arguments = (*data.cells(), num_examples) + (() if noise is None else (noise,))
     with torch.no_grad():
         values = functionals(worlds.model, worlds.guide, *arguments, num_examples=num_examples)
-        encoder = _encoder_draws(worlds, noise)
+        encoder = worlds.encoder_draws(noise).double()
     floats = values.as_floats()
     entropy_term = floats["S"] or 0.0
     p_x = data.joint.sum(-1)

@@ -28,7 +28,7 @@ from thermossl.methods import GEDI_FAMILY, METHODS, Method, MethodSettings, buil
 from thermossl.models.datasets import DATASETS, Dataset, load_dataset
 from thermossl.runs import environment, write_atomically, write_csv, write_json
 
-__all__ = ["TrainingConfig", "TrainingRun", "final_loss", "train"]
+__all__ = ["TrainingConfig", "TrainingRun", "final_loss", "to_device", "train"]
 
 
 @dataclass
@@ -127,6 +127,25 @@ class TrainingRun:
     iteration: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def to_device(run: TrainingRun, device: torch.device | str, seed: int = 0) -> TrainingRun:
+    """``run`` with its networks, optimizer state and replay buffer on ``device``.
+
+    A CUDA run draws from a generator on the GPU, seeded with ``seed`` (a CPU generator's state
+    cannot move there); on the CPU the run's own generator is kept.
+    """
+    device = torch.device(device)
+    run.method.to(device)
+    # the parameters moved in place; reloading the state moves the moments after them
+    run.optimizer.load_state_dict(run.optimizer.state_dict())
+    if run.buffer is not None:
+        run.buffer = type(run.buffer)(
+            *(t.to(device) if torch.is_tensor(t) else t for t in run.buffer)
+        )
+    if device.type != run.generator.device.type:
+        run.generator = torch.Generator(device).manual_seed(seed)
+    return run
 
 
 def start(config: TrainingConfig, data: Dataset) -> TrainingRun:
