@@ -30,7 +30,7 @@ from torch.func import functional_call
 from thermossl._tracing import record
 from thermossl._validation import check_finite
 
-__all__ = ["TracedBound"]
+__all__ = ["ParameterPassthrough", "TracedBound"]
 
 
 class TracedBound:
@@ -121,7 +121,7 @@ class TracedBound:
             term_names[:] = list(bound.terms)
             return (bound.total, *bound.terms.values())
 
-        with _ParameterPassthrough():
+        with ParameterPassthrough():
             graph = record(
                 derived,
                 parameters,
@@ -153,11 +153,13 @@ class _Derivation(nn.Module):
         return self._elbo.bound(self._model, self._guide, *args)
 
 
-class _ParameterPassthrough(Messenger):
+class ParameterPassthrough(Messenger):
     """Answer ``pyro.param(name, value)`` with ``value`` itself, leaving the param store alone.
 
     While tracing, the parameters are stand-ins for the module's; registering them in Pyro's
     global store (as :class:`~pyro.nn.PyroModule` does for submodules) would leak the stand-ins.
+    Inside a :mod:`torch.func` transform (a sampler's ``vmap`` of ``grad``) the store cannot
+    register a parameter at all, so programs run there under this handler too.
     """
 
     def _pyro_param(self, msg) -> None:

@@ -43,7 +43,7 @@ def test_every_caption_of_figures_4_to_8_is_a_preset():
 
 def test_run_folder_metrics_and_resumption(tmp_path):
     presets = [HAND_CRAFTED, "vae", "bayesian_neural_network"]
-    metrics = run_toy_frontier(presets, tmp_path, SHORT, progress=False)
+    metrics = run_toy_frontier(presets, tmp_path, SHORT, progress=False, gibbs=None)
     stored = json.loads((tmp_path / "metrics.json").read_text())
     assert list(stored) == presets
     for splits in stored.values():
@@ -54,11 +54,11 @@ def test_run_folder_metrics_and_resumption(tmp_path):
         assert (tmp_path / name / "figure.png").stat().st_size > 10_000
     model = tmp_path / "vae" / "model.pt"
     stamp = model.stat().st_mtime_ns
-    assert run_toy_frontier(presets, tmp_path, SHORT, progress=False) == metrics
+    assert run_toy_frontier(presets, tmp_path, SHORT, progress=False, gibbs=None) == metrics
     assert model.stat().st_mtime_ns == stamp  # resumed: nothing retrained
     assert "| VAE (Fig. 7a) | 1, 1, 0, 0 |" in markdown_frontier(metrics)
     with pytest.raises(ValueError, match="other settings"):
-        run_toy_frontier(presets, tmp_path, ToyConfig(steps=41), progress=False)
+        run_toy_frontier(presets, tmp_path, ToyConfig(steps=41), progress=False, gibbs=None)
     with pytest.raises(ValueError, match="unknown preset"):
         run_toy_frontier(["vea"], tmp_path / "other", SHORT, progress=False)
 
@@ -66,7 +66,7 @@ def test_run_folder_metrics_and_resumption(tmp_path):
 def test_information_inequalities_hold_on_the_exact_distribution(tmp_path):
     """Eq. 12 (R + D >= H(X)) and eq. 11 with KL(p||Q) >= 0 (R + D + C >= H(X, Y))."""
     metrics = run_toy_frontier(
-        ["semi_supervised_vae", "full_objective"], tmp_path, SHORT, progress=False
+        ["semi_supervised_vae", "full_objective"], tmp_path, SHORT, progress=False, gibbs=None
     )
     joint = toy_data().joint
     h_x, h_xy = float(entropy(joint.sum(1))), float(entropy(joint))

@@ -470,17 +470,30 @@ def frontier(
     infinite_data: Annotated[
         bool, typer.Option(help="Train on the exact distribution instead of 50 examples.")
     ] = False,
+    gibbs: Annotated[
+        bool,
+        typer.Option(
+            help="Also sample each sigma > 0 preset's Gibbs law p* (eq. 19) with world Q as "
+            "trained: S and log Z by thermodynamic integration, chains as OUT/PRESET/posterior.nc."
+        ),
+    ] = True,
+    kernel: Annotated[str, typer.Option(help="SG-MCMC kernel of the Gibbs law: sgld, sghmc.")] = (
+        "sgld"
+    ),
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/frontier-toy"),
 ) -> None:
     """TherML's functionals R, D, C, S for each captioned objective (paper 003, Figures 3-8).
 
-    Writes OUT/metrics.json, OUT/frontier.{csv,md} and per preset a figure; finished presets are
-    kept, so an interrupted run resumes."""
+    Writes OUT/metrics.json, OUT/frontier.{csv,md} and per preset a figure; with --gibbs also
+    OUT/gibbs.md and the sigma > 0 presets' chains. Finished presets are kept, so an interrupted
+    run resumes."""
+    from thermossl.therml_gibbs import GibbsConfig
     from thermossl.therml_toy import (
         HAND_CRAFTED,
         TOY_PRESETS,
         ToyConfig,
         markdown_frontier,
+        markdown_gibbs,
         run_toy_frontier,
     )
 
@@ -499,13 +512,17 @@ def frontier(
             data_seed=data_seed,
             infinite_data=infinite_data,
         )
-        metrics = run_toy_frontier(names, out, config)
+        sampling = GibbsConfig(kernel=kernel) if gibbs else None
+        metrics = run_toy_frontier(names, out, config, gibbs=sampling)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     except KeyboardInterrupt:
         typer.echo("\ninterrupted; finished presets are kept. Run the same command to resume.")
         raise typer.Exit(130) from None
     typer.echo(markdown_frontier(metrics))
+    if any("gibbs" in splits for splits in metrics.values()):
+        typer.echo("\nUnder the sampled Gibbs law p* (J* = -sigma log Z / N):\n")
+        typer.echo(markdown_gibbs(metrics))
     typer.echo(f"written: {out / 'metrics.json'}, {out / 'frontier.md'}")
 
 

@@ -22,15 +22,18 @@ from thermossl._validation import check_positive, check_positive_integer
 from thermossl.models.therml import HandCraftedToy, ToyData, ToyWorlds, toy_data
 from thermossl.objectives.therml import Functionals, Multipliers, functionals, objective
 from thermossl.objectives.traced import TracedBound
-from thermossl.runs import environment, write_csv, write_json
+from thermossl.runs import environment, write_atomically, write_csv, write_json
+from thermossl.therml_gibbs import GibbsConfig, sample_toy_gibbs
 
 __all__ = [
+    "DEFAULT_GIBBS",
     "HAND_CRAFTED",
     "TOY_PRESETS",
     "ToyConfig",
     "ToyPreset",
     "evaluate_toy",
     "markdown_frontier",
+    "markdown_gibbs",
     "run_toy_frontier",
     "train_toy",
 ]
@@ -72,6 +75,9 @@ TOY_PRESETS: dict[str, ToyPreset] = {
     "semi_supervised_vae": ToyPreset("Semi-supervised VAE", "7d", Multipliers(1, 1, 0.5, 0)),
     "full_objective": ToyPreset("Full objective", "8", Multipliers(0.9, 1, 1000, 0.5)),
 }
+
+#: The Gibbs-law settings of a frontier run (:class:`~thermossl.therml_gibbs.GibbsConfig`'s defaults).
+DEFAULT_GIBBS = GibbsConfig()
 
 #: The optimal hand-crafted model of Figure 3 (evaluated, not trained).
 HAND_CRAFTED = "hand_crafted"
@@ -171,16 +177,27 @@ def evaluate_toy(
 
 
 def run_toy_frontier(
-    presets: list[str], out: Path, config: ToyConfig = ToyConfig(), progress: bool = True
+    presets: list[str],
+    out: Path,
+    config: ToyConfig = ToyConfig(),
+    progress: bool = True,
+    gibbs: GibbsConfig | None = DEFAULT_GIBBS,
 ) -> dict[str, dict]:
-    """Train and evaluate ``presets`` (names of :data:`TOY_PRESETS` or :data:`HAND_CRAFTED`).
+    r"""Train and evaluate ``presets`` (names of :data:`TOY_PRESETS` or :data:`HAND_CRAFTED`).
 
     Writes ``OUT/config.json``, ``OUT/metrics.json`` (``{PRESET: {"train": {R, C, D, S}, "exact":
     {...}}}`` in nats per example) after every preset, ``OUT/frontier.csv`` and ``frontier.md``,
     and per preset ``OUT/PRESET/{history.csv, model.pt, figure.png}``. Presets already in
     ``metrics.json`` are kept, so an interrupted run resumes.
 
-    :raises ValueError: on an unknown preset name.
+    With ``gibbs`` settings, each preset with :math:`\sigma > 0` is also measured under its
+    sampled Gibbs law :math:`p^*` (:func:`~thermossl.therml_gibbs.sample_toy_gibbs`, world Q as
+    trained): ``metrics[PRESET]["gibbs"]`` holds :math:`R, D, C, S` on both sets, :math:`J^*`
+    and the fitted :math:`J` beside it, and ``OUT/PRESET/posterior.nc`` the chains (ArviZ
+    NetCDF). A finished run gains these without retraining.
+
+    :raises ValueError: on an unknown preset name, or a folder trained or sampled with other
+        settings.
     """
     from thermossl.therml_figures import toy_figure
 
@@ -198,27 +215,101 @@ def run_toy_frontier(
             f"{out} holds presets trained with other settings ({_differences(previous, settings)}); "
             "choose another --out or remove it"
         )
-    write_json(out / "config.json", {**settings, "presets": presets, **environment()})
+    sampling = None if gibbs is None else asdict(gibbs)
+    sampled = any("gibbs" in splits for splits in metrics.values())
+    if sampled and sampling is not None and previous.get("gibbs") != sampling:
+        changed = _differences(previous.get("gibbs") or {}, sampling)
+        raise ValueError(
+            f"{out} holds Gibbs laws sampled with other settings ({changed}); "
+            "choose another --out or remove it"
+        )
+    recorded = sampling if sampling is not None else previous.get("gibbs")
+    write_json(
+        out / "config.json", {**settings, "gibbs": recorded, "presets": presets, **environment()}
+    )
     for name in tqdm(presets, disable=not progress, desc="presets"):
-        if name in metrics:
+        worlds = None
+        if name not in metrics:
+            if name == HAND_CRAFTED:
+                worlds, history = HandCraftedToy(), []
+            else:
+                worlds, history = train_toy(TOY_PRESETS[name].multipliers, config, progress)
+                write_csv(out / name / "history.csv", history, ["step", "J", "R", "D", "C", "S"])
+                torch.save(worlds.state_dict(), out / name / "model.pt")
+            metrics[name] = evaluate_toy(worlds, config)
+            toy_figure(
+                worlds, config.training_data(), out / name / "figure.png", title=_title(name)
+            )
+            write_json(metrics_path, metrics)
+        if gibbs is None or name == HAND_CRAFTED or "gibbs" in metrics[name]:
             continue
-        if name == HAND_CRAFTED:
-            worlds, history = HandCraftedToy(), []
-        else:
-            worlds, history = train_toy(TOY_PRESETS[name].multipliers, config, progress)
-            write_csv(out / name / "history.csv", history, ["step", "J", "R", "D", "C", "S"])
-            torch.save(worlds.state_dict(), out / name / "model.pt")
-        metrics[name] = evaluate_toy(worlds, config)
-        toy_figure(worlds, config.training_data(), out / name / "figure.png", title=_title(name))
+        multipliers = TOY_PRESETS[name].multipliers
+        if multipliers.sigma == 0:
+            continue
+        if worlds is None:
+            worlds = ToyWorlds(seed=config.seed)
+            worlds.load_state_dict(torch.load(out / name / "model.pt"))
+        metrics[name]["gibbs"] = _sample_gibbs(
+            name, worlds, metrics[name], config, gibbs, out, progress
+        )
         write_json(metrics_path, metrics)
     rows = [
         _row(name, split, values)
         for name, splits in metrics.items()
-        for split, values in splits.items()
+        for split, values in _splits(splits)
     ]
     write_csv(out / "frontier.csv", rows, ["preset", "set", "R", "D", "C", "S"])
     (out / "frontier.md").write_text(markdown_frontier(metrics) + "\n")
+    if any("gibbs" in splits for splits in metrics.values()):
+        (out / "gibbs.md").write_text(markdown_gibbs(metrics) + "\n")
     return metrics
+
+
+def _sample_gibbs(
+    name: str,
+    worlds: ToyWorlds,
+    fitted: dict,
+    config: ToyConfig,
+    gibbs: GibbsConfig,
+    out: Path,
+    progress: bool,
+) -> dict:
+    """Sample the preset's Gibbs law, write its chains, and return its metrics entry."""
+    multipliers = TOY_PRESETS[name].multipliers
+    result = sample_toy_gibbs(
+        worlds,
+        multipliers,
+        config.training_data(),
+        toy_data(),
+        config.num_examples,
+        gibbs,
+        progress,
+    )
+    posterior = result.integration.posterior
+    posterior.posterior.attrs.update(
+        preset=name, sigma=multipliers.sigma, num_examples=config.num_examples
+    )
+    write_atomically(out / name / "posterior.nc", posterior.to_netcdf, ".nc")
+    train = fitted["train"]
+    fitted_objective = sum(
+        weight * train[symbol]
+        for weight, symbol in zip(multipliers[:4], ("R", "D", "C", "S"), strict=True)
+        if weight
+    )
+    return {
+        **result.functionals,
+        **result.free_energy,
+        "J_fitted": fitted_objective,
+        "stiffness": result.stiffness,
+    }
+
+
+def _splits(splits: dict) -> list[tuple[str, dict]]:
+    """A preset's (set, functionals) pairs: the fitted law's, then the Gibbs law's."""
+    pairs = [(label, splits[label]) for label in ("train", "exact")]
+    if "gibbs" in splits:
+        pairs += [(f"{label}_gibbs", splits["gibbs"][label]) for label in ("train", "exact")]
+    return pairs
 
 
 def markdown_frontier(metrics: dict[str, dict]) -> str:
@@ -238,6 +329,33 @@ def markdown_frontier(metrics: dict[str, dict]) -> str:
         ]
         lines.append(
             f"| {_title(name)} | {multipliers} | {' | '.join(cells)} | {splits['train']['S']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_gibbs(metrics: dict[str, dict]) -> str:
+    r"""The :math:`\sigma > 0` presets under the fitted log-normal law and the sampled Gibbs law.
+
+    :math:`J^* = -\sigma \log\mathcal{Z} / N` must not exceed the fitted :math:`J` (the Gibbs
+    variational principle); the margin is the fitted family's excess free energy.
+    """
+    lines = [
+        "| objective | σ | S fitted / sampled | J fitted | J* = −σ log Z | "
+        "R train / exact | D train / exact | C train / exact | R-hat |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, splits in metrics.items():
+        if "gibbs" not in splits:
+            continue
+        gibbs = splits["gibbs"]
+        cells = [
+            f"{gibbs['train'][key]:.3f} / {gibbs['exact'][key]:.3f}" for key in ("R", "D", "C")
+        ]
+        lines.append(
+            f"| {_title(name)} | {TOY_PRESETS[name].multipliers.sigma:g} "
+            f"| {splits['train']['S']:.4f} / {gibbs['train']['S']:.4f} ± {gibbs['S_error']:.4f} "
+            f"| {gibbs['J_fitted']:.4f} | {gibbs['J_star']:.4f} ± {gibbs['J_star_error']:.4f} "
+            f"| {' | '.join(cells)} | {gibbs['rhat_max']:.3f} |"
         )
     return "\n".join(lines)
 
