@@ -39,7 +39,9 @@ def _hand_energy(worlds: ToyWorlds, theta: torch.Tensor, data, num_examples: int
     rate = (weight * (e * (encoder - marginal)).sum(-1)).sum()
     distortion = -(weight * (e * decoder).sum(-1)).sum()
     classification = -(weight * (e * classifier).sum(-1)).sum()
-    return MULTIPLIERS.rho * rate + MULTIPLIERS.delta * distortion + MULTIPLIERS.gamma * classification
+    return (
+        MULTIPLIERS.rho * rate + MULTIPLIERS.delta * distortion + MULTIPLIERS.gamma * classification
+    )
 
 
 def test_potential_is_the_hand_computed_energy_and_prior():

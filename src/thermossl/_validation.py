@@ -96,3 +96,22 @@ def check_probability_vector(name: str, value: Tensor, size: int | None = None) 
     total = float(value.sum())
     if bool((value < 0).any()) or abs(total - 1.0) > 1e-6:
         raise ValueError(f"{name} must be non-negative and sum to 1, got sum {total:.6g}")
+
+
+def check_whole_numbers(name: str, value: Tensor, low: int, high: int) -> None:
+    """Raise unless every entry of ``value`` is a whole number in ``[low, high]`` (counts, labels).
+
+    Reads tensor values, so it is skipped where value checks are deferred (while tracing).
+    """
+    if not _VALUE_CHECKS.get() or value.numel() == 0:
+        return
+    outside = (value < low) | (value > high)
+    if value.is_floating_point():
+        check_finite(name, value)
+        outside = outside | (value != value.round())
+    if bool(outside.any()):
+        first = value[outside][0].item()
+        raise ValueError(
+            f"{name} must hold whole numbers in [{low}, {high}], got {int(outside.sum())} "
+            f"entries outside (the first: {first!r})"
+        )

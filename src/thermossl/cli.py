@@ -459,34 +459,71 @@ def nesy(
 
 @app.command()
 def frontier(
-    data: Annotated[str, typer.Option(help="Data set: toy (TherML's Appendix B).")] = "toy",
+    data: Annotated[
+        str, typer.Option(help="Data set: toy (TherML's Appendix B) or digits (a neural model).")
+    ] = "toy",
     preset: Annotated[
-        str, typer.Option(help="A preset, comma-separated presets, or 'all' (with hand_crafted).")
+        str,
+        typer.Option(help="A preset, comma-separated presets, or 'all' (toy: with hand_crafted)."),
     ] = "all",
-    steps: Annotated[int, typer.Option(min=1, help="Gradient steps per preset.")] = 10_000,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's step size.")] = 1e-2,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Gradient steps per preset (toy: 10,000; digits: 4,000)."),
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(min=0.0, help="Adam's step size (default 0.01).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initialization and training noise.")] = 0,
-    data_seed: Annotated[int, typer.Option(help="Seed of the 50 training examples.")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Toy: seed of the 50 training examples.")] = 0,
     infinite_data: Annotated[
-        bool, typer.Option(help="Train on the exact distribution instead of 50 examples.")
+        bool, typer.Option(help="Toy: train on the exact distribution instead of 50 examples.")
     ] = False,
     gibbs: Annotated[
         bool,
         typer.Option(
-            help="Also sample each sigma > 0 preset's Gibbs law p* (eq. 19) with world Q as "
+            help="Toy: also sample each sigma > 0 preset's Gibbs law p* (eq. 19) with world Q as "
             "trained: S and log Z by thermodynamic integration, chains as OUT/PRESET/posterior.nc."
         ),
     ] = True,
-    kernel: Annotated[str, typer.Option(help="SG-MCMC kernel of the Gibbs law: sgld, sghmc.")] = (
+    kernel: Annotated[str, typer.Option(help="SG-MCMC kernel for sigma > 0: sgld, sghmc.")] = (
         "sgld"
     ),
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/frontier-toy"),
+    out: Annotated[Path | None, typer.Option(help="Run folder (runs/frontier-DATA).")] = None,
 ) -> None:
-    """TherML's functionals R, D, C, S for each captioned objective (paper 003, Figures 3-8).
+    """TherML's functionals R, D, C, S for each preset objective (paper 003).
 
-    Writes OUT/metrics.json, OUT/frontier.{csv,md} and per preset a figure; with --gibbs also
-    OUT/gibbs.md and the sigma > 0 presets' chains. Finished presets are kept, so an interrupted
-    run resumes."""
+    toy: the captioned objectives of Figures 3-8. digits: a (delta, gamma, sigma) sweep of a neural
+    encoder-decoder-classifier, sigma > 0 sampled by SG-MCMC. Writes OUT/metrics.json,
+    OUT/frontier.{csv,md}, figures, and for sigma > 0 the chains as ArviZ NetCDF. Finished presets
+    are kept, so an interrupted run resumes."""
+    if data not in ("toy", "digits"):
+        raise typer.BadParameter(
+            f"data must be 'toy' or 'digits', got {data!r}", param_hint="--data"
+        )
+    out = out if out is not None else Path(f"runs/frontier-{data}")
+    names = (
+        None if preset == "all" else [name.strip() for name in preset.split(",") if name.strip()]
+    )
+    options = {"seed": seed}
+    if steps is not None:
+        options["steps"] = steps
+    if learning_rate is not None:
+        options["learning_rate"] = learning_rate
+    try:
+        if data == "toy":
+            text = _toy_frontier(names, out, options, data_seed, infinite_data, gibbs, kernel)
+        else:
+            text = _digits_frontier(names, out, {**options, "kernel": kernel})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; finished presets are kept. Run the same command to resume.")
+        raise typer.Exit(130) from None
+    typer.echo(text)
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'frontier.md'}")
+
+
+def _toy_frontier(names, out, options, data_seed, infinite_data, gibbs, kernel) -> str:
     from thermossl.therml_gibbs import GibbsConfig
     from thermossl.therml_toy import (
         HAND_CRAFTED,
@@ -497,33 +534,28 @@ def frontier(
         run_toy_frontier,
     )
 
-    if data != "toy":
-        raise typer.BadParameter(f"data must be 'toy', got {data!r}", param_hint="--data")
-    names = (
-        [HAND_CRAFTED, *TOY_PRESETS]
-        if preset == "all"
-        else [name.strip() for name in preset.split(",") if name.strip()]
-    )
-    try:
-        config = ToyConfig(
-            steps=steps,
-            learning_rate=learning_rate,
-            seed=seed,
-            data_seed=data_seed,
-            infinite_data=infinite_data,
-        )
-        sampling = GibbsConfig(kernel=kernel) if gibbs else None
-        metrics = run_toy_frontier(names, out, config, gibbs=sampling)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    except KeyboardInterrupt:
-        typer.echo("\ninterrupted; finished presets are kept. Run the same command to resume.")
-        raise typer.Exit(130) from None
-    typer.echo(markdown_frontier(metrics))
+    names = [HAND_CRAFTED, *TOY_PRESETS] if names is None else names
+    config = ToyConfig(**options, data_seed=data_seed, infinite_data=infinite_data)
+    sampling = GibbsConfig(kernel=kernel) if gibbs else None
+    metrics = run_toy_frontier(names, out, config, gibbs=sampling)
+    text = markdown_frontier(metrics)
     if any("gibbs" in splits for splits in metrics.values()):
-        typer.echo("\nUnder the sampled Gibbs law p* (J* = -sigma log Z / N):\n")
-        typer.echo(markdown_gibbs(metrics))
-    typer.echo(f"written: {out / 'metrics.json'}, {out / 'frontier.md'}")
+        text += "\n\nUnder the sampled Gibbs law p* (J* = -sigma log Z / N):\n\n"
+        text += markdown_gibbs(metrics)
+    return text
+
+
+def _digits_frontier(names, out, options) -> str:
+    from thermossl.therml_digits import (
+        DIGITS_PRESETS,
+        DigitsConfig,
+        markdown_digits_frontier,
+        run_digits_frontier,
+    )
+
+    names = list(DIGITS_PRESETS) if names is None else names
+    metrics = run_digits_frontier(names, out, DigitsConfig(**options))
+    return markdown_digits_frontier(metrics)
 
 
 @app.command()

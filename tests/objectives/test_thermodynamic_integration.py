@@ -13,7 +13,11 @@ import pytest
 import torch
 from thermossl.inference import Potential
 from thermossl.objectives.linear_gaussian import LinearGaussianRegression
-from thermossl.objectives.thermodynamic_integration import thermodynamic_integration
+from thermossl.objectives.thermodynamic_integration import (
+    integrate_ladder,
+    inverse_temperature_ladder,
+    thermodynamic_integration,
+)
 
 TEMPERATURE = 0.5
 
@@ -93,3 +97,25 @@ def test_bad_arguments_are_named(setting):
         thermodynamic_integration(potential, 1.0, step_size=1e-3, exponent=1.0)
     with pytest.raises(ValueError, match="step_size"):
         thermodynamic_integration(potential, 1.0, step_size=lambda beta: -1.0, num_rungs=1)
+
+
+def test_the_standalone_quadrature_reproduces_the_estimate(setting):
+    """The ladder and the quadrature, fed the rung means, give the estimate's numbers exactly."""
+    _, result, _ = setting
+    ladder = inverse_temperature_ladder(TEMPERATURE, 12, 4.0)
+    assert torch.equal(ladder, result.inverse_temperatures)
+    again = integrate_ladder(
+        result.mean_objective, result.standard_error, temperature=TEMPERATURE, exponent=4.0
+    )
+    for name in ("quadrature_weights", "log_partition", "log_partition_error", "entropy"):
+        assert torch.equal(getattr(again, name), getattr(result, name)), name
+    assert torch.equal(again.entropy_error, result.entropy_error)
+    # and both are the trapezoid rule in t of <J>_beta(t) * dbeta/dt, whose value at t = 0 is 0
+    fractions = torch.linspace(0, 1, 13, dtype=torch.float64)
+    integrand = 4.0 / TEMPERATURE * fractions[1:] ** 3 * result.mean_objective
+    trapezoid = torch.trapezoid(torch.cat([integrand.new_zeros(1), integrand]), fractions)
+    assert float(again.log_partition) == pytest.approx(-float(trapezoid), rel=1e-12)
+    with pytest.raises(ValueError, match="one length"):
+        integrate_ladder(
+            result.mean_objective, result.standard_error[:-1], temperature=1.0, exponent=4.0
+        )
