@@ -28,9 +28,9 @@ samples each rung of a :class:`~thermossl.inference.potentials.Potential` with
     rung, though slow to mix at small :math:`\beta`; a function of :math:`\beta` can do better. The
     result carries the kernel's :math:`O(h)` bias and the ladder's quadrature error as well as the
     Monte Carlo error it reports. The trapezoid's error includes a part proportional to
-    :math:`J` itself (the rule does not integrate constants exactly), which dominates when
-    :math:`J` sums over many examples; :func:`integrate_ladder` removes it with
-    ``exact_for_constants=True``, and :func:`thermodynamic_integration` keeps the plain rule.
+    :math:`J` itself (the plain rule does not integrate constants exactly), which dominates when
+    :math:`J` sums over many examples; by default the last rung's weight is set so that the rule
+    integrates constants exactly (``exact_for_constants``), which removes it.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def thermodynamic_integration(
     initial_position: Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
+    exact_for_constants: bool = True,
     **sample_options,
 ) -> ThermodynamicIntegration:
     r"""Estimate :math:`\log\mathcal{Z}` and :math:`S` at ``temperature`` by thermodynamic integration.
@@ -114,6 +115,7 @@ def thermodynamic_integration(
     :param str kernel: ``"sgld"``, ``"sghmc"`` or ``"psgld"``.
     :param torch.Tensor initial_position: ``[num_chains, P]`` start of the first rung (ideally
         prior draws); otherwise the sampler's default.
+    :param bool exact_for_constants: the quadrature's last weight (see :func:`integrate_ladder`).
     :param sample_options: passed to :func:`~thermossl.inference.sample`.
     :raises ValueError: on a non-positive temperature, step, count or exponent, or a potential
         whose plate fixes a minibatch size smaller than the data (``J`` is evaluated on all data).
@@ -164,6 +166,7 @@ def thermodynamic_integration(
         temperature=temperature,
         exponent=exponent,
         posterior=posterior,
+        exact_for_constants=exact_for_constants,
     )
 
 
@@ -197,7 +200,7 @@ def integrate_ladder(
     temperature: float,
     exponent: float,
     posterior: az.InferenceData | None = None,
-    exact_for_constants: bool = False,
+    exact_for_constants: bool = True,
 ) -> ThermodynamicIntegration:
     r""":math:`\log\mathcal{Z}` and :math:`S` from the rung means of any sampler, by the trapezoid rule.
 

@@ -17,7 +17,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "write_atomically", "write_csv", "write_figure", "write_json"]
+__all__ = [
+    "environment",
+    "read_json",
+    "setting_differences",
+    "write_atomically",
+    "write_csv",
+    "write_figure",
+    "write_json",
+]
 
 
 def environment() -> dict[str, str]:
@@ -88,3 +96,18 @@ def write_figure(path: Path, figure) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object at ``path``, or ``{}`` when there is none yet (a fresh run folder)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def setting_differences(previous: dict, settings: dict) -> str:
+    """The settings that differ from a run folder's ``previous`` ones, as ``key: old there, new now``."""
+    return ", ".join(
+        f"{key}: {previous.get(key)!r} there, {value!r} now"
+        for key, value in settings.items()
+        if previous.get(key) != value
+    )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -53,7 +52,15 @@ from thermossl.models.therml_digits import (
 from thermossl.objectives.therml import Functionals, Multipliers, objective
 from thermossl.objectives.thermodynamic_integration import ThermodynamicIntegration
 from thermossl.objectives.traced import TracedBound
-from thermossl.runs import environment, write_atomically, write_csv, write_figure, write_json
+from thermossl.runs import (
+    environment,
+    read_json,
+    setting_differences,
+    write_atomically,
+    write_csv,
+    write_figure,
+    write_json,
+)
 from thermossl.therml_digits_chains import CHAIN_KERNELS, ThetaChains, integrate_chains
 
 __all__ = [
@@ -492,12 +499,12 @@ def run_digits_frontier(
         )
     out = Path(out)
     metrics_path = out / "metrics.json"
-    metrics = _read_json(metrics_path)
-    previous = _read_json(out / "config.json")
+    metrics = read_json(metrics_path)
+    previous = read_json(out / "config.json")
     settings = asdict(config)
     if metrics and any(previous.get(key) != value for key, value in settings.items()):
         raise ValueError(
-            f"{out} holds presets trained with other settings ({_differences(previous, settings)}); "
+            f"{out} holds presets trained with other settings ({setting_differences(previous, settings)}); "
             "choose another --out or remove it"
         )
     data = config.data()
@@ -616,15 +623,3 @@ def frontier_figure(metrics: dict[str, dict], path: Path) -> Path:
         return write_figure(path, figure)
     finally:
         plt.close(figure)
-
-
-def _differences(previous: dict, settings: dict) -> str:
-    return ", ".join(
-        f"{key}: {previous.get(key)!r} there, {value!r} now"
-        for key, value in settings.items()
-        if previous.get(key) != value
-    )
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}

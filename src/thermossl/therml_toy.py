@@ -10,7 +10,6 @@ of :class:`~thermossl.models.therml.ToyWorlds`) with Adam on the 50 training exa
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +21,14 @@ from thermossl._validation import check_positive, check_positive_integer
 from thermossl.models.therml import HandCraftedToy, ToyData, ToyWorlds, toy_data
 from thermossl.objectives.therml import Functionals, Multipliers, functionals, objective
 from thermossl.objectives.traced import TracedBound
-from thermossl.runs import environment, write_atomically, write_csv, write_json
+from thermossl.runs import (
+    environment,
+    read_json,
+    setting_differences,
+    write_atomically,
+    write_csv,
+    write_json,
+)
 from thermossl.therml_gibbs import GibbsConfig, sample_toy_gibbs
 
 __all__ = [
@@ -207,18 +213,18 @@ def run_toy_frontier(
         raise ValueError(f"unknown preset(s) {unknown}; choose from {choices} or 'all'")
     out = Path(out)
     metrics_path = out / "metrics.json"
-    metrics = _read_json(metrics_path)
-    previous = _read_json(out / "config.json")
+    metrics = read_json(metrics_path)
+    previous = read_json(out / "config.json")
     settings = asdict(config)
     if metrics and any(previous.get(key) != value for key, value in settings.items()):
         raise ValueError(
-            f"{out} holds presets trained with other settings ({_differences(previous, settings)}); "
+            f"{out} holds presets trained with other settings ({setting_differences(previous, settings)}); "
             "choose another --out or remove it"
         )
     sampling = None if gibbs is None else asdict(gibbs)
     sampled = any("gibbs" in splits for splits in metrics.values())
     if sampled and sampling is not None and previous.get("gibbs") != sampling:
-        changed = _differences(previous.get("gibbs") or {}, sampling)
+        changed = setting_differences(previous.get("gibbs") or {}, sampling)
         raise ValueError(
             f"{out} holds Gibbs laws sampled with other settings ({changed}); "
             "choose another --out or remove it"
@@ -369,15 +375,3 @@ def _title(name: str) -> str:
 
 def _row(name: str, split: str, values: dict) -> dict:
     return {"preset": name, "set": split, **{key: values[key] for key in ("R", "D", "C", "S")}}
-
-
-def _differences(previous: dict, settings: dict) -> str:
-    return ", ".join(
-        f"{key}: {previous.get(key)!r} there, {value!r} now"
-        for key, value in settings.items()
-        if previous.get(key) != value
-    )
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}

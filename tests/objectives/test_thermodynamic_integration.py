@@ -76,10 +76,11 @@ def test_estimates_match_the_quadrature_of_the_exact_rung_means(setting):
     )
     reference_entropy = -reference_log_partition - stationary_means[-1] / TEMPERATURE
     assert abs(float(result.entropy - reference_entropy)) < 4 * float(result.entropy_error)
-    # the systematic part (12-rung quadrature + the kernel's step bias) is deterministic: 0.27
-    # nats for log Z and 0.25 for S at these settings; the bound fails if the ladder or the step gets coarser
-    assert abs(float(reference_log_partition - world.log_partition(TEMPERATURE))) < 0.4
-    assert abs(float(reference_entropy - world.entropy(TEMPERATURE))) < 0.4
+    # the systematic part (12-rung quadrature + the kernel's step bias) is deterministic: 0.20
+    # nats for log Z and 0.17 for S at these settings (0.27 and 0.25 with the plain trapezoid
+    # rule); the bound fails if the ladder or the step gets coarser
+    assert abs(float(reference_log_partition - world.log_partition(TEMPERATURE))) < 0.3
+    assert abs(float(reference_entropy - world.entropy(TEMPERATURE))) < 0.3
     # and the posterior at the target temperature is kept as ArviZ data
     assert result.posterior.posterior["theta"].shape == (64, 100, 3)
 
@@ -110,11 +111,20 @@ def test_the_standalone_quadrature_reproduces_the_estimate(setting):
     for name in ("quadrature_weights", "log_partition", "log_partition_error", "entropy"):
         assert torch.equal(getattr(again, name), getattr(result, name)), name
     assert torch.equal(again.entropy_error, result.entropy_error)
-    # and both are the trapezoid rule in t of <J>_beta(t) * dbeta/dt, whose value at t = 0 is 0
+    # the weights integrate a constant exactly; without that correction the rule is the
+    # trapezoid rule in t of <J>_beta(t) * dbeta/dt, whose value at t = 0 is 0
+    assert float(again.quadrature_weights.sum()) == pytest.approx(1 / TEMPERATURE, rel=1e-14)
+    plain = integrate_ladder(
+        result.mean_objective,
+        result.standard_error,
+        temperature=TEMPERATURE,
+        exponent=4.0,
+        exact_for_constants=False,
+    )
     fractions = torch.linspace(0, 1, 13, dtype=torch.float64)
     integrand = 4.0 / TEMPERATURE * fractions[1:] ** 3 * result.mean_objective
     trapezoid = torch.trapezoid(torch.cat([integrand.new_zeros(1), integrand]), fractions)
-    assert float(again.log_partition) == pytest.approx(-float(trapezoid), rel=1e-12)
+    assert float(plain.log_partition) == pytest.approx(-float(trapezoid), rel=1e-12)
     with pytest.raises(ValueError, match="one length"):
         integrate_ladder(
             result.mean_objective, result.standard_error[:-1], temperature=1.0, exponent=4.0
