@@ -199,3 +199,21 @@ def test_thermodynamic_integration_matches_importance_sampling_at_high_temperatu
     assert float(stationary[1]) > 3 * float(error[1])  # S is resolved: the check is not 0 vs 0
     target, _ = reference(0.5)
     assert float((stationary - target).abs().max()) < 0.05  # the O(h) bias at step_fraction 0.1
+
+
+def test_frontier_cli_dispatches_to_digits(tmp_path):
+    from typer.testing import CliRunner
+
+    from thermossl.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    arguments = ["frontier", "--data", "digits", "--preset", "delta_1", "--steps", "5"]
+    result = runner.invoke(app, [*arguments, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "| delta_1 | 1, 1, 0, 0 |" in result.output
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(stored["delta_1"]["exact"]) == {"R", "D", "C", "S"}
+    bad = runner.invoke(
+        app, ["frontier", "--data", "digits", "--preset", "delta_9", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code != 0 and "unknown preset" in bad.output
