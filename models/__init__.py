@@ -8,6 +8,7 @@ from thermossl.models.cluster import ClusterSSL
 from thermossl.models.contrastive import ContrastiveSSL
 from thermossl.models.correlated_gaussians import CorrelatedGaussians
 from thermossl.models.gedi import GEDI, EnergyModel, GEDIWeights
+from thermossl.models.ldm_pairs import PairLDM
 from thermossl.models.negative_free import NegativeFreeSSL
 from thermossl.models.two_view import TwoViewProgram
 
@@ -19,5 +20,6 @@ __all__ = [
     "EnergyModel",
     "GEDIWeights",
     "NegativeFreeSSL",
+    "PairLDM",
     "TwoViewProgram",
 ]
