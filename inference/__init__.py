@@ -5,6 +5,7 @@ potentials and objectives as callables (or as Pyro programs, through Pyro itself
 """
 
 from thermossl.inference.gradients import TracedGradient, minibatch_gradient
+from thermossl.inference.kalman import KalmanFilterResult, kalman_filter
 from thermossl.inference.potentials import ParameterLayout, Potential, Site
 from thermossl.inference.psgld import PreconditionedSGLD
 from thermossl.inference.sampling import sample
@@ -17,11 +18,13 @@ __all__ = [
     "SGHMC",
     "SGLD",
     "CyclicalSchedule",
+    "KalmanFilterResult",
     "ParameterLayout",
     "Potential",
     "PreconditionedSGLD",
     "Site",
     "TracedGradient",
+    "kalman_filter",
     "minibatch_gradient",
     "sample",
     "sinkhorn_knopp",

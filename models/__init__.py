@@ -8,6 +8,8 @@ from thermossl.models.cluster import ClusterSSL
 from thermossl.models.contrastive import ContrastiveSSL
 from thermossl.models.correlated_gaussians import CorrelatedGaussians
 from thermossl.models.gedi import GEDI, EnergyModel, GEDIWeights
+from thermossl.models.ldm_cpc import PredictiveCPC
+from thermossl.models.ldm_kalman import KalmanLDM, LinearGaussianStateSpace
 from thermossl.models.ldm_pairs import PairLDM
 from thermossl.models.negative_free import NegativeFreeSSL
 from thermossl.models.two_view import TwoViewProgram
@@ -19,7 +21,10 @@ __all__ = [
     "CorrelatedGaussians",
     "EnergyModel",
     "GEDIWeights",
+    "KalmanLDM",
+    "LinearGaussianStateSpace",
     "NegativeFreeSSL",
     "PairLDM",
+    "PredictiveCPC",
     "TwoViewProgram",
 ]

@@ -15,7 +15,7 @@ def assert_relative_close(
     actual: Tensor, expected: Tensor, rtol: float = EXACT, atol: float = 0.0
 ) -> None:
     """``|actual - expected| <= atol + rtol * max(|expected|, tiny)``, elementwise, with a clear message."""
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    actual, expected = torch.as_tensor(actual).detach(), torch.as_tensor(expected).detach()
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     scale = expected.abs().clamp_min(torch.finfo(expected.dtype).tiny)
     error = (actual - expected).abs()

@@ -610,42 +610,121 @@ def laws(
 @app.command()
 def ldm(
     data: Annotated[
-        str, typer.Option(help="Data set: digits (pairs of augmentations).")
+        str, typer.Option(help="Data set: digits (pairs of augmentations), circle-video, wobbly.")
     ] = "digits",
-    model: Annotated[str, typer.Option(help="Latent model: pair (Table 2's pair goals).")] = "pair",
+    model: Annotated[
+        str,
+        typer.Option(help="Latent model: pair (digits), kalman, lstm or cpc (videos)."),
+    ] = "pair",
     configuration: Annotated[
         str,
         typer.Option(
-            help="Pair goals as SPACE-ENTROPY[-mi] (e.g. sphere-kde-mi), comma-separated, or 'all'."
+            help="pair: goals as SPACE-ENTROPY[-mi] (e.g. sphere-kde-mi), comma-separated, or 'all'."
         ),
     ] = "all",
+    entropy: Annotated[
+        str, typer.Option(help="kalman, lstm: the entropy estimator, knn or stopgrad.")
+    ] = "knn",
+    noise_aware: Annotated[
+        bool,
+        typer.Option(
+            help="kalman: per-frame pixel noise in [0.05, 0.5], read into the observation covariance."
+        ),
+    ] = False,
+    alignment_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="kalman: every N steps record the cosine of the kNN and stop-grad entropy "
+            "gradients (OUT/gradient_alignment.png); 0 never.",
+        ),
+    ] = 0,
+    predictor_speedup: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="videos: learning-rate multiplier of the latent model against the encoder (the "
+            "stop-grad estimator assumes a faster predictor).",
+        ),
+    ] = 1.0,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            help="videos: frames per sequence (circle-video 40; wobbly 20, as its radius "
+            "diffuses out of the image on longer sequences).",
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per configuration.")] = 3,
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps per run.")] = 2000,
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/ldm-digits-pair"),
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Adam steps per run (pair: 2,000; videos: 3,000).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (runs/ldm-DATA-MODEL).")] = None,
 ) -> None:
-    """Latent distribution matching (paper 004). digits/pair: the twelve pair goals of Table 2
-    (plane/sphere x KDE/kNN/LogDet x with/without MI), linear-probe accuracy over seeds.
+    """Latent distribution matching (paper 004).
 
-    Writes OUT/metrics.json and OUT/table.md; finished runs are kept in OUT/NAME/seed-S.json, so an
-    interrupted study resumes."""
-    from thermossl.ldm_pairs_study import PairStudyConfig, markdown_pair_table, run_pair_study
-
-    if (data, model) != ("digits", "pair"):
+    digits/pair: the twelve pair goals of Table 2 (plane/sphere x KDE/kNN/LogDet x with/without MI),
+    linear-probe accuracy over seeds; finished runs are kept in OUT/NAME/seed-S.json, so an
+    interrupted study resumes. circle-video|wobbly / kalman|lstm|cpc: a predictive encoder trained
+    on videos, the R^2 of a linear probe from its filtered states (kalman), latents (lstm: the
+    affine map of Theorem 1) or contexts (cpc) to the true position on held-out sequences, for
+    kalman the coverage of its 95 % intervals, and an injectivity check of the encoder before and
+    after training. Writes OUT/metrics.json and a table."""
+    videos = ("circle-video", "wobbly")
+    sequence_models = ("kalman", "lstm", "cpc")
+    if (data, model) != ("digits", "pair") and not (data in videos and model in sequence_models):
         raise typer.BadParameter(
-            f"--data {data} --model {model} is not available; this version runs --data digits "
-            "--model pair",
+            f"--data {data} --model {model} is not available; choose --data digits --model pair, "
+            "or --data circle-video|wobbly --model kalman|lstm|cpc",
             param_hint="--data/--model",
         )
-    names = None if configuration == "all" else [n.strip() for n in configuration.split(",")]
+    out = out if out is not None else Path(f"runs/ldm-{data}-{model}")
     try:
-        result = run_pair_study(names, seeds, out, PairStudyConfig(steps=steps))
+        if model == "pair":
+            text = _pair_study(configuration, seeds, steps, out)
+        else:
+            options = {"alignment_every": alignment_every, "predictor_speedup": predictor_speedup}
+            if frames is not None:
+                options["num_frames"] = frames
+            elif data == "wobbly":
+                options["num_frames"] = 20
+            text = _sequence_study(data, model, entropy, noise_aware, options, seeds, steps, out)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     except KeyboardInterrupt:
         typer.echo("\ninterrupted; finished runs are kept. Run the same command to resume.")
         raise typer.Exit(130) from None
-    typer.echo(markdown_pair_table(result["configurations"], result["baselines"]))
-    typer.echo(f"written: {out / 'metrics.json'}, {out / 'table.md'}")
+    typer.echo(text)
+    typer.echo(f"written: {out / 'metrics.json'}")
+
+
+def _pair_study(configuration, seeds, steps, out) -> str:
+    from thermossl.ldm_pairs_study import PairStudyConfig, markdown_pair_table, run_pair_study
+
+    names = None if configuration == "all" else [n.strip() for n in configuration.split(",")]
+    config = PairStudyConfig() if steps is None else PairStudyConfig(steps=steps)
+    result = run_pair_study(names, seeds, out, config)
+    return markdown_pair_table(result["configurations"], result["baselines"])
+
+
+def _sequence_study(data, model, entropy, noise_aware, options, seeds, steps, out) -> str:
+    from thermossl.ldm_sequences import SequenceConfig, markdown_sequence_table, run_sequence_study
+
+    if entropy not in ("knn", "stopgrad"):
+        raise ValueError(f"--entropy must be knn or stopgrad, got {entropy!r}")
+    if model == "cpc" and entropy != "knn":
+        raise ValueError("--entropy applies to --model kalman|lstm only")
+    if model != "kalman" and noise_aware:
+        raise ValueError("--noise-aware applies to --model kalman only")
+    if steps is not None:
+        options = {**options, "steps": steps}
+    config = SequenceConfig(
+        data=data,
+        model="cpc" if model == "cpc" else f"{model}-{entropy}",
+        noise_levels=(0.05, 0.5) if noise_aware else None,
+        **options,
+    )
+    return markdown_sequence_table(run_sequence_study(config, seeds, out))
 
 
 def main() -> None:

@@ -1,0 +1,263 @@
+r"""Kalman-predictive latent distribution matching (Mikulasch & Zenke, §6.1, eq. 15; A.6.2).
+
+An encoder :math:`f` maps each frame of a sequence to a latent :math:`z_t = f(o_t) \in \mathbb{R}^L`.
+The latent model is a linear-Gaussian state-space model with state :math:`x_t \in \mathbb{R}^D`,
+:math:`D \ge L` (the extra :math:`D - L` coordinates are hidden states):
+
+.. math::
+
+    x_0 \sim N(0, I), \quad
+    x_t = A x_{t-1} + (I - A) b + w_t, \; w_t \sim N(0, e^{s} \Sigma_A), \quad
+    z_t = H x_t + v_t, \; v_t \sim N(0, e^{s} \Sigma_{D,t}), \quad H = [I_L \; 0],
+
+with :math:`A`, :math:`b`, diagonal :math:`\Sigma_A`, diagonal :math:`\Sigma_D` and one shared
+log-scale :math:`s` learned. With ``noise_aware=True`` the observation covariance reads the frame's
+noise level :math:`\nu_t`: :math:`\log \operatorname{diag} \Sigma_{D,t} = a + c \log \nu_t`, with
+:math:`a \in \mathbb{R}^L` and :math:`c` learned (noise-aware filtering).
+
+The LDM goal for a batch of :math:`B` sequences is
+
+.. math::
+
+    G = \log p(z_{1:T}) + \hat H, \qquad
+    \log p(z_{1:T}) = \sum_t \log N(z_t;\, H \bar x_t,\; H \bar P_t H^\top + e^{s}\Sigma_{D,t})
+
+(the prediction-error decomposition, eq. 15, computed by
+:func:`thermossl.inference.kalman.kalman_filter`), with the entropy estimated either by
+
+* ``entropy="knn"``: :math:`\hat H = BT\, \hat H_{\mathrm{kNN}}(\{z_{bt}\})`, the joint entropy of
+  the sequence replaced by the sum of the single-step entropies (A.3), all frames pooled; or
+* ``entropy="stopgrad"``: the plug-in estimator of eq. 55,
+  :math:`\hat H = -\sum_t \log N(z_t;\, \mathrm{sg}(H\bar x_t),\, \mathrm{sg}(S_t))`, the model's own
+  predictions frozen. Its value cancels :math:`\log p(z_{1:T})`, and the sum equals in gradient
+  :math:`\sum_t \log N(\mathrm{sg}(z_t);\, H\bar x_t, S_t)`: the target of each prediction is
+  detached (eq. 54), as in BYOL and JEPA.
+
+The program declares :math:`z_{1:T}` as one observed site ``z`` whose law is
+:class:`LinearGaussianStateSpace`, and the estimate as the factor ``entropy``, so
+:func:`~thermossl.objectives.derive_bound` returns both as named terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import pyro
+import pyro.distributions as dist
+import pyro.distributions.constraints as constraints
+import torch
+from pyro.distributions import TorchDistribution
+from pyro.nn import PyroModule, pyro_method
+from thermossl.inference.kalman import KalmanFilterResult, kalman_filter
+from thermossl.models.ldm_encoding import check_sequence_entropy, encode_frames
+from thermossl.objectives.bound import Bound, DerivedELBO
+from thermossl.objectives.entropy import knn_entropy
+from torch import Tensor, nn
+
+from thermossl._validation import check_finite, check_positive_integer
+
+__all__ = ["KalmanLDM", "LinearGaussianStateSpace"]
+
+
+class LinearGaussianStateSpace(TorchDistribution):
+    r"""The law of :math:`z_{1:T}` under a linear-Gaussian state-space model, as a distribution.
+
+    ``log_prob`` runs :func:`~thermossl.inference.kalman.kalman_filter` (the first transition is
+    applied before the first observation, as in :class:`pyro.distributions.GaussianHMM`); the
+    arguments and their broadcasting are that function's. The event shape is ``[T, L]``.
+
+    Example: a one-step model equals the Gaussian :math:`z_1 \sim N(H(A m_0 + c), H(AP_0A^\top +
+    Q)H^\top + R)`::
+
+        >>> eye = torch.eye(2, dtype=torch.float64)
+        >>> law = LinearGaussianStateSpace(0.5 * eye, torch.zeros(2), eye, eye, eye,
+        ...                                torch.zeros(2), eye, num_steps=1)
+        >>> z = torch.zeros(1, 2, dtype=torch.float64)
+        >>> expected = dist.MultivariateNormal(torch.zeros(2), 2.25 * eye).log_prob(z[0])
+        >>> bool(torch.isclose(law.log_prob(z), expected))
+        True
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = False
+
+    def __init__(
+        self,
+        transition_matrix: Tensor,
+        transition_offset: Tensor,
+        transition_covariance: Tensor,
+        observation_matrix: Tensor,
+        observation_covariance: Tensor,
+        initial_mean: Tensor,
+        initial_covariance: Tensor,
+        num_steps: int,
+        batch_shape: torch.Size | tuple = (),
+        parallel: bool = True,
+        validate_args=None,
+    ):
+        check_positive_integer("num_steps", num_steps)
+        self.parameters = (
+            transition_matrix,
+            transition_offset,
+            transition_covariance,
+            observation_matrix,
+            observation_covariance,
+            initial_mean,
+            initial_covariance,
+        )
+        self.parallel = bool(parallel)
+        event_shape = torch.Size([num_steps, observation_matrix.shape[-2]])
+        super().__init__(torch.Size(batch_shape), event_shape, validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return LinearGaussianStateSpace(
+            *self.parameters,
+            num_steps=self.event_shape[0],
+            batch_shape=batch_shape,
+            parallel=self.parallel,
+        )
+
+    def filter(self, value: Tensor) -> KalmanFilterResult:
+        """Predicted and filtered moments and the log-likelihood of ``value`` ``[..., T, L]``."""
+        return kalman_filter(value, *self.parameters, parallel=self.parallel)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.filter(value).log_likelihood
+
+
+class KalmanLDM(PyroModule):
+    r"""Kalman-predictive LDM as a Pyro program over a batch of sequences (see the module docstring).
+
+    :param torch.nn.Module encoder: maps frames ``[N, ...]`` to latents ``[N, L]``; it is applied
+        to all ``B * T`` frames at once.
+    :param int latent_dim: :math:`L`.
+    :param int state_dim: :math:`D \ge L` (default :math:`L`: no hidden states).
+    :param str entropy: ``"knn"`` or ``"stopgrad"``.
+    :param dict entropy_options: keyword arguments of :func:`~thermossl.objectives.entropy.knn_entropy`
+        (for example ``{"k": 3, "clip_quantile": 0.9}``, the paper's settings).
+    :param bool noise_aware: read each frame's noise level into :math:`\Sigma_{D,t}`.
+    :param float initial_decay: :math:`A` starts at this multiple of the identity.
+
+    Sample site: ``z`` (observed, in plate ``sequences``); factor: ``entropy``.
+
+    Example::
+
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> program = KalmanLDM(nn.Linear(4, 2), latent_dim=2, state_dim=3)
+        >>> frames = torch.randn(8, 5, 4)
+        >>> sorted(program.bound(frames).terms)
+        ['entropy', 'z']
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        latent_dim: int,
+        state_dim: int | None = None,
+        entropy: str = "knn",
+        entropy_options: Mapping | None = None,
+        noise_aware: bool = False,
+        initial_decay: float = 0.9,
+    ):
+        super().__init__()
+        check_positive_integer("latent_dim", latent_dim)
+        state_dim = latent_dim if state_dim is None else state_dim
+        check_positive_integer("state_dim", state_dim)
+        if state_dim < latent_dim:
+            raise ValueError(f"state_dim must be >= latent_dim ({latent_dim}), got {state_dim}")
+        check_sequence_entropy(entropy, entropy_options)
+        self.encoder = encoder
+        self.latent_dim = int(latent_dim)
+        self.state_dim = int(state_dim)
+        self.entropy = entropy
+        self.entropy_options = dict(entropy_options or {})
+        self.noise_aware = bool(noise_aware)
+        D, L = self.state_dim, self.latent_dim
+        self.transition_matrix = nn.Parameter(initial_decay * torch.eye(D))
+        self.stationary_mean = nn.Parameter(torch.zeros(D))
+        self.log_transition_variance = nn.Parameter(torch.zeros(D))
+        self.log_observation_variance = nn.Parameter(torch.zeros(L))
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.noise_slope = nn.Parameter(torch.zeros(())) if noise_aware else None
+
+    def latents(self, frames: Tensor) -> Tensor:
+        """:math:`z_{bt} = f(o_{bt})`, ``[B, T, L]`` from frames ``[B, T, ...]``."""
+        return encode_frames(self.encoder, frames, self.latent_dim)
+
+    def latent_law(
+        self, batch: int, steps: int, noise_level: Tensor | None = None
+    ) -> LinearGaussianStateSpace:
+        r"""The state-space law of :math:`z_{1:T}` for ``batch`` sequences of ``steps`` frames."""
+        A = self.transition_matrix
+        D, L = self.state_dim, self.latent_dim
+        eye = torch.eye(D, dtype=A.dtype, device=A.device)
+        scale = self.log_scale.exp()
+        offset = (eye - A) @ self.stationary_mean
+        transition_covariance = torch.diag(scale * self.log_transition_variance.exp())
+        observation_matrix = eye[:L]
+        if self.noise_aware:
+            if noise_level is None:
+                raise ValueError("noise_level ([B, T]) is required when noise_aware=True")
+            if noise_level.shape != (batch, steps):
+                raise ValueError(
+                    f"noise_level must have shape {(batch, steps)}, got {tuple(noise_level.shape)}"
+                )
+            log_variance = self.log_observation_variance + self.noise_slope * torch.log(
+                noise_level.to(A)
+            ).unsqueeze(-1)
+            observation_covariance = torch.diag_embed(scale * log_variance.exp())
+        else:
+            observation_covariance = torch.diag(scale * self.log_observation_variance.exp())
+        return LinearGaussianStateSpace(
+            A,
+            offset,
+            transition_covariance,
+            observation_matrix,
+            observation_covariance,
+            torch.zeros(D, dtype=A.dtype, device=A.device),
+            eye,
+            num_steps=steps,
+            batch_shape=(batch,),
+        )
+
+    def filter(self, frames: Tensor, noise_level: Tensor | None = None) -> KalmanFilterResult:
+        """The Kalman filter run on the encoded frames (filtered states are what probes read)."""
+        z = self.latents(frames)
+        return self.latent_law(*z.shape[:2], noise_level).filter(z)
+
+    def stopgrad_entropy(self, law: LinearGaussianStateSpace, z: Tensor) -> Tensor:
+        r""":math:`-\sum_{b,t} \log N(z_{bt};\, \mathrm{sg}(H\bar x_{bt}),\, \mathrm{sg}(S_{bt}))`."""
+        with torch.no_grad():
+            frozen = law.filter(z.detach())
+            H = law.parameters[3]
+            mean = frozen.predicted_mean @ H.T
+            covariance = H @ frozen.predicted_covariance @ H.T + law.parameters[4]
+        return -dist.MultivariateNormal(mean, covariance).log_prob(z).sum()
+
+    @pyro_method
+    def model(self, frames: Tensor, noise_level: Tensor | None = None) -> None:
+        """``z ~ LinearGaussianStateSpace`` observed at the encoded frames, plus the entropy factor."""
+        check_finite("frames", frames)
+        z = self.latents(frames)
+        batch, steps = z.shape[:2]
+        law = self.latent_law(batch, steps, noise_level)
+        with pyro.plate("sequences", batch):
+            pyro.sample("z", law, obs=z)
+        if self.entropy == "knn":
+            estimate = (
+                batch * steps * knn_entropy(z.reshape(-1, self.latent_dim), **self.entropy_options)
+            )
+        else:
+            estimate = self.stopgrad_entropy(law, z)
+        pyro.factor("entropy", estimate)
+
+    @pyro_method
+    def guide(self, frames: Tensor, noise_level: Tensor | None = None) -> None:
+        """No latent sites: the encoder is deterministic and the states are integrated out."""
+
+    def bound(self, frames: Tensor, noise_level: Tensor | None = None) -> Bound:
+        """The derived bound: terms ``z`` (log p of the latents) and ``entropy``."""
+        return DerivedELBO(max_plate_nesting=1).bound(self.model, self.guide, frames, noise_level)
