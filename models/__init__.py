@@ -11,6 +11,7 @@ from thermossl.models.gedi import GEDI, EnergyModel, GEDIWeights
 from thermossl.models.ldm_cpc import PredictiveCPC
 from thermossl.models.ldm_kalman import KalmanLDM, LinearGaussianStateSpace
 from thermossl.models.ldm_pairs import PairLDM
+from thermossl.models.ldm_recurrent import RecurrentLDM
 from thermossl.models.negative_free import NegativeFreeSSL
 from thermossl.models.two_view import TwoViewProgram
 
@@ -26,5 +27,6 @@ __all__ = [
     "NegativeFreeSSL",
     "PairLDM",
     "PredictiveCPC",
+    "RecurrentLDM",
     "TwoViewProgram",
 ]

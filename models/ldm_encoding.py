@@ -43,9 +43,13 @@ def encode_frames(
     return z.reshape(batch, steps, latent_dim)
 
 
-def check_sequence_entropy(entropy: str, entropy_options: Mapping | None) -> None:
+def check_sequence_entropy(
+    entropy: str,
+    entropy_options: Mapping | None,
+    choices: tuple[str, ...] = SEQUENCE_ENTROPY_ESTIMATORS,
+) -> None:
     """Name the estimator and options that a predictive LDM program cannot take."""
-    if entropy not in SEQUENCE_ENTROPY_ESTIMATORS:
-        raise ValueError(f"entropy must be one of {SEQUENCE_ENTROPY_ESTIMATORS}, got {entropy!r}")
-    if entropy == "stopgrad" and entropy_options:
+    if entropy not in choices:
+        raise ValueError(f"entropy must be one of {choices}, got {entropy!r}")
+    if entropy != "knn" and entropy_options:
         raise ValueError("entropy_options apply to entropy='knn' only")

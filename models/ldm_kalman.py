@@ -23,7 +23,7 @@ The LDM goal for a batch of :math:`B` sequences is
     \log p(z_{1:T}) = \sum_t \log N(z_t;\, H \bar x_t,\; H \bar P_t H^\top + e^{s}\Sigma_{D,t})
 
 (the prediction-error decomposition, eq. 15, computed by
-:func:`thermossl.inference.kalman.kalman_filter`), with the entropy estimated either by
+:func:`thermossl.inference.kalman.kalman_filter`), with the entropy estimated by one of
 
 * ``entropy="knn"``: :math:`\hat H = BT\, \hat H_{\mathrm{kNN}}(\{z_{bt}\})`, the joint entropy of
   the sequence replaced by the sum of the single-step entropies (A.3), all frames pooled; or
@@ -31,7 +31,15 @@ The LDM goal for a batch of :math:`B` sequences is
   :math:`\hat H = -\sum_t \log N(z_t;\, \mathrm{sg}(H\bar x_t),\, \mathrm{sg}(S_t))`, the model's own
   predictions frozen. Its value cancels :math:`\log p(z_{1:T})`, and the sum equals in gradient
   :math:`\sum_t \log N(\mathrm{sg}(z_t);\, H\bar x_t, S_t)`: the target of each prediction is
-  detached (eq. 54), as in BYOL and JEPA.
+  detached (eq. 54), as in BYOL and JEPA; or
+* ``entropy="contrastive"``: a kernel estimate whose kernels are the model's own predictive
+  densities, :math:`\hat H = -\sum_i \log \frac1M \sum_j N(z_i;\, H\bar x_j,\, S_j)` over the
+  :math:`M = BT` (sequence, step) pairs of the batch. Their mixture estimates the marginal law of
+  the latents (each :math:`p(z_t \mid z_{<t})` averaged over pasts is :math:`p(z_t)`), and the goal
+  becomes CPC's InfoNCE over time with the Kalman predictive log-density as the critic (Table 1:
+  "empirical + predictive conditional"; the MI-maximizing variant):
+  :math:`G = \sum_i \log \operatorname{softmax}_j\big(\log N(z_i; H\bar x_j, S_j)\big)_{j=i} +
+  M \log M`.
 
 The program declares :math:`z_{1:T}` as one observed site ``z`` whose law is
 :class:`LinearGaussianStateSpace`, and the estimate as the factor ``entropy``, so
@@ -40,6 +48,7 @@ The program declares :math:`z_{1:T}` as one observed site ``z`` whose law is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -50,14 +59,21 @@ import torch
 from pyro.distributions import TorchDistribution
 from pyro.nn import PyroModule, pyro_method
 from thermossl.inference.kalman import KalmanFilterResult, kalman_filter
-from thermossl.models.ldm_encoding import check_sequence_entropy, encode_frames
+from thermossl.models.ldm_encoding import (
+    SEQUENCE_ENTROPY_ESTIMATORS,
+    check_sequence_entropy,
+    encode_frames,
+)
 from thermossl.objectives.bound import Bound, DerivedELBO
 from thermossl.objectives.entropy import knn_entropy
 from torch import Tensor, nn
 
 from thermossl._validation import check_finite, check_positive_integer
 
-__all__ = ["KalmanLDM", "LinearGaussianStateSpace"]
+__all__ = ["KALMAN_ENTROPY_ESTIMATORS", "KalmanLDM", "LinearGaussianStateSpace"]
+
+#: The sequence estimators, and the contrastive kernel estimate built on the model's predictions.
+KALMAN_ENTROPY_ESTIMATORS = (*SEQUENCE_ENTROPY_ESTIMATORS, "contrastive")
 
 
 class LinearGaussianStateSpace(TorchDistribution):
@@ -134,7 +150,7 @@ class KalmanLDM(PyroModule):
         to all ``B * T`` frames at once.
     :param int latent_dim: :math:`L`.
     :param int state_dim: :math:`D \ge L` (default :math:`L`: no hidden states).
-    :param str entropy: ``"knn"`` or ``"stopgrad"``.
+    :param str entropy: ``"knn"``, ``"stopgrad"`` or ``"contrastive"``.
     :param dict entropy_options: keyword arguments of :func:`~thermossl.objectives.entropy.knn_entropy`
         (for example ``{"k": 3, "clip_quantile": 0.9}``, the paper's settings).
     :param bool noise_aware: read each frame's noise level into :math:`\Sigma_{D,t}`.
@@ -168,7 +184,7 @@ class KalmanLDM(PyroModule):
         check_positive_integer("state_dim", state_dim)
         if state_dim < latent_dim:
             raise ValueError(f"state_dim must be >= latent_dim ({latent_dim}), got {state_dim}")
-        check_sequence_entropy(entropy, entropy_options)
+        check_sequence_entropy(entropy, entropy_options, KALMAN_ENTROPY_ESTIMATORS)
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.state_dim = int(state_dim)
@@ -237,6 +253,36 @@ class KalmanLDM(PyroModule):
             covariance = H @ frozen.predicted_covariance @ H.T + law.parameters[4]
         return -dist.MultivariateNormal(mean, covariance).log_prob(z).sum()
 
+    def contrastive_entropy(self, law: LinearGaussianStateSpace, z: Tensor) -> Tensor:
+        r""":math:`-\sum_i \log \frac1M \sum_j N(z_i;\, H\bar x_j,\, S_j)` over the :math:`M = BT`
+        latents of the batch (every prediction is a kernel for every latent)."""
+        logits = self.predictive_log_density_matrix(law, z)
+        return -(torch.logsumexp(logits, dim=-1) - math.log(logits.shape[-1])).sum()
+
+    def predictive_log_density_matrix(self, law: LinearGaussianStateSpace, z: Tensor) -> Tensor:
+        r"""``[M, M]``: entry :math:`(i, j)` is :math:`\log N(z_i;\, H\bar x_j,\, S_j)`, with
+        :math:`i, j` running over the :math:`M = BT` (sequence, step) pairs in row-major order."""
+        result = law.filter(z)
+        H, R = law.parameters[3], law.parameters[4]
+        L = self.latent_dim
+        mean = (result.predicted_mean @ H.T).reshape(-1, L)
+        covariance = H @ result.predicted_covariance @ H.T + R
+        cholesky = torch.linalg.cholesky(covariance.expand(*z.shape[:2], L, L).reshape(-1, L, L))
+        M = cholesky.shape[0]
+        # whitened[j, :, i] = C_j^{-1} (z_i - mean_j) with S_j = C_j C_j^T: the M inverse factors
+        # [M, L, L] stacked into one [M L, L] matrix, so all pairs take a single matrix product
+        eye = torch.eye(L, dtype=z.dtype, device=z.device).expand(M, L, L)
+        inverse = torch.linalg.solve_triangular(cholesky, eye, upper=False)
+        whitened = (inverse.reshape(M * L, L) @ z.reshape(-1, L).T).reshape(M, L, M) - (
+            inverse @ mean.unsqueeze(-1)
+        )
+        log_density = (
+            -0.5 * whitened.square().sum(-2)
+            - cholesky.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
+            - 0.5 * L * math.log(2 * math.pi)
+        )  # [j, i]
+        return log_density.T
+
     @pyro_method
     def model(self, frames: Tensor, noise_level: Tensor | None = None) -> None:
         """``z ~ LinearGaussianStateSpace`` observed at the encoded frames, plus the entropy factor."""
@@ -250,8 +296,10 @@ class KalmanLDM(PyroModule):
             estimate = (
                 batch * steps * knn_entropy(z.reshape(-1, self.latent_dim), **self.entropy_options)
             )
-        else:
+        elif self.entropy == "stopgrad":
             estimate = self.stopgrad_entropy(law, z)
+        else:
+            estimate = self.contrastive_entropy(law, z)
         pyro.factor("entropy", estimate)
 
     @pyro_method

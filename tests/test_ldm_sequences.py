@@ -101,6 +101,9 @@ def test_the_study_resumes_and_the_cli_writes_its_table(tmp_path):
     saved = json.loads((tmp_path / "cpc" / "seed-0.json").read_text())
     saved["r2"] = -5.0
     (tmp_path / "cpc" / "seed-0.json").write_text(json.dumps(saved))
+    stored = json.loads((tmp_path / "cpc" / "config.json").read_text())
+    del stored["settings"]["rendering"]  # a folder written before the setting existed
+    (tmp_path / "cpc" / "config.json").write_text(json.dumps(stored))
     again = run_sequence_study(config, seeds=1, out=tmp_path / "cpc", progress=False)
     assert again["summary"]["r2"]["mean"] == -5.0  # read back, not retrained
     with pytest.raises(ValueError, match="other settings"):
@@ -110,11 +113,12 @@ def test_the_study_resumes_and_the_cli_writes_its_table(tmp_path):
 
     runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
     arguments = ["ldm", "--data", "circle-video", "--model", "kalman", "--entropy", "stopgrad"]
+    variant = ["--rendering", "random_mlp", "--jump-probability", "0.1"]
     result = runner.invoke(
-        app, [*arguments, "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "k")]
+        app, [*arguments, *variant, "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "k")]
     )
     assert result.exit_code == 0, result.output
-    assert "| circle-video | kalman-stopgrad |" in result.output
+    assert "| circle-video, random_mlp frames, jumps p = 0.1 | kalman-stopgrad |" in result.output
     bad = runner.invoke(
         app, ["ldm", "--data", "wobbly", "--model", "pair", "--out", str(tmp_path / "x")]
     )
@@ -131,3 +135,4 @@ def test_the_study_resumes_and_the_cli_writes_its_table(tmp_path):
     saved = json.loads((tmp_path / "w" / "seed-0.json").read_text())
     assert saved["config"]["num_frames"] == 5
     assert 0.0 <= saved["injectivity"]["folded_fraction"] <= 1.0
+    assert (tmp_path / "w" / "latents.png").exists()

@@ -623,7 +623,11 @@ def ldm(
         ),
     ] = "all",
     entropy: Annotated[
-        str, typer.Option(help="kalman, lstm: the entropy estimator, knn or stopgrad.")
+        str,
+        typer.Option(
+            help="kalman, lstm: the entropy estimator, knn or stopgrad; kalman also contrastive "
+            "(InfoNCE over time with the Kalman predictive density as critic)."
+        ),
     ] = "knn",
     noise_aware: Annotated[
         bool,
@@ -647,6 +651,23 @@ def ldm(
             "stop-grad estimator assumes a faster predictor).",
         ),
     ] = 1.0,
+    rendering: Annotated[
+        str,
+        typer.Option(
+            help="circle-video: plain, half_flip (non-injective) or random_mlp (frozen random "
+            "network) frames."
+        ),
+    ] = "plain",
+    jump_probability: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="circle-video: chance per step of a random jump."),
+    ] = 0.0,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="videos: Adam's step size for the encoder.")
+    ] = 1e-3,
+    latent_dim: Annotated[
+        int, typer.Option(min=1, help="videos: latent dimension L (kalman: also the state's).")
+    ] = 2,
     frames: Annotated[
         int | None,
         typer.Option(
@@ -683,11 +704,21 @@ def ldm(
         if model == "pair":
             text = _pair_study(configuration, seeds, steps, out)
         else:
-            options = {"alignment_every": alignment_every, "predictor_speedup": predictor_speedup}
+            options = {
+                "alignment_every": alignment_every,
+                "predictor_speedup": predictor_speedup,
+                "rendering": rendering,
+                "jump_probability": jump_probability,
+                "latent_dim": latent_dim,
+                "state_dim": latent_dim,
+                "learning_rate": learning_rate,
+            }
             if frames is not None:
                 options["num_frames"] = frames
             elif data == "wobbly":
                 options["num_frames"] = 20
+            if data == "wobbly":
+                options["pixel_noise"] = 0.0  # the paper's observation_noise for this system
             text = _sequence_study(data, model, entropy, noise_aware, options, seeds, steps, out)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -710,8 +741,10 @@ def _pair_study(configuration, seeds, steps, out) -> str:
 def _sequence_study(data, model, entropy, noise_aware, options, seeds, steps, out) -> str:
     from thermossl.ldm_sequences import SequenceConfig, markdown_sequence_table, run_sequence_study
 
-    if entropy not in ("knn", "stopgrad"):
-        raise ValueError(f"--entropy must be knn or stopgrad, got {entropy!r}")
+    if entropy not in ("knn", "stopgrad", "contrastive"):
+        raise ValueError(f"--entropy must be knn, stopgrad or contrastive, got {entropy!r}")
+    if entropy == "contrastive" and model != "kalman":
+        raise ValueError("--entropy contrastive applies to --model kalman only")
     if model == "cpc" and entropy != "knn":
         raise ValueError("--entropy applies to --model kalman|lstm only")
     if model != "kalman" and noise_aware:

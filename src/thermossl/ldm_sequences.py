@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from thermossl._validation import check_positive, check_positive_integer
 from thermossl.models.ldm_cpc import PredictiveCPC
 from thermossl.models.ldm_data import (
+    CIRCLE_RENDERINGS,
     POSITION_EXTENT,
     VideoData,
     circle_video,
@@ -61,6 +62,7 @@ __all__ = [
     "in_frame",
     "injectivity_check",
     "interval_coverage",
+    "latent_figure",
     "linear_probe_r2",
     "make_sequence_model",
     "markdown_sequence_table",
@@ -69,9 +71,17 @@ __all__ = [
     "train_sequence_model",
 ]
 
-#: Models by name: the Kalman-LDM and the recurrent (LSTM + MLP) LDM with each entropy
-#: estimator, and CPC.
-SEQUENCE_MODELS = ("kalman-knn", "kalman-stopgrad", "lstm-knn", "lstm-stopgrad", "cpc")
+#: Models by name: the Kalman-LDM with each entropy estimator (``kalman-contrastive`` is CPC with
+#: the Kalman predictive density as its critic), the recurrent (LSTM + MLP) LDM, and CPC with a GRU
+#: context and a vMF critic.
+SEQUENCE_MODELS = (
+    "kalman-knn",
+    "kalman-stopgrad",
+    "kalman-contrastive",
+    "lstm-knn",
+    "lstm-stopgrad",
+    "cpc",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,12 @@ class SequenceConfig:
     :ivar int state_dim: :math:`D` of the Kalman model (hidden states when :math:`D > L`).
     :ivar float learning_rate: Adam's step size.
     :ivar tuple noise_levels: per-frame pixel-noise range (noise-aware filtering), or ``None``.
-    :ivar float pixel_noise: pixel-noise sd when ``noise_levels`` is ``None``.
+    :ivar float pixel_noise: pixel-noise sd when ``noise_levels`` is ``None`` (the wobbly system
+        of the paper has none: ``thermossl ldm --data wobbly`` sets 0).
+    :ivar str rendering: circle-video frames: ``"plain"``, ``"half_flip"`` (a non-injective
+        rendering) or ``"random_mlp"`` (a frozen random network; see
+        :func:`~thermossl.models.ldm_data.circle_video`).
+    :ivar float jump_probability: circle-video: probability per step of a jump to a random phase.
     :ivar int hidden: width of the encoder's two hidden layers.
     :ivar int alignment_every: every this many steps (0: never), record the cosine similarity
         between the encoder gradients of the kNN entropy and of the stop-gradient plug-in entropy
@@ -111,6 +126,8 @@ class SequenceConfig:
     learning_rate: float = 1e-3
     noise_levels: tuple[float, float] | None = None
     pixel_noise: float = 0.1
+    rendering: str = "plain"
+    jump_probability: float = 0.0
     hidden: int = 200
     predictor_speedup: float = 1.0
     alignment_every: int = 0
@@ -125,6 +142,14 @@ class SequenceConfig:
         check_positive_integer("state_dim", self.state_dim)
         check_positive("learning_rate", self.learning_rate)
         check_positive("predictor_speedup", self.predictor_speedup)
+        if self.rendering not in CIRCLE_RENDERINGS:
+            raise ValueError(
+                f"rendering must be one of {CIRCLE_RENDERINGS}, got {self.rendering!r}"
+            )
+        if not 0.0 <= self.jump_probability <= 1.0:
+            raise ValueError(f"jump_probability must lie in [0, 1], got {self.jump_probability}")
+        if self.data == "wobbly" and (self.rendering != "plain" or self.jump_probability):
+            raise ValueError("rendering and jump_probability apply to data='circle-video' only")
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
 
@@ -134,13 +159,18 @@ def sequence_data(config: SequenceConfig, seed: int = 0) -> tuple[VideoData, Vid
     train_seed, test_seed = train_test_seeds(seed)
     sizes = (config.train_sequences, config.test_sequences)
     if config.data == "circle-video":
-        options = {"pixel_noise": config.pixel_noise, "noise_levels": config.noise_levels}
+        options = {
+            "pixel_noise": config.pixel_noise,
+            "noise_levels": config.noise_levels,
+            "rendering": config.rendering,
+            "jump_probability": config.jump_probability,
+        }
         return tuple(
             circle_video(count, config.num_frames, seed=s, **options)
             for count, s in zip(sizes, (train_seed, test_seed), strict=True)
         )
     return tuple(
-        wobbly_system(count, config.num_frames, seed=s)
+        wobbly_system(count, config.num_frames, seed=s, pixel_noise=config.pixel_noise)
         for count, s in zip(sizes, (train_seed, test_seed), strict=True)
     )
 
@@ -246,10 +276,12 @@ def _nearest_other(points: np.ndarray) -> np.ndarray:
     return np.where(index[:, 0] == own, index[:, 1], index[:, 0])
 
 
-def _injectivity(program: nn.Module, data: VideoData, mask: Tensor) -> dict:
+def _encoder_check(program: nn.Module, data: VideoData, mask: Tensor, kept: int = 600):
+    """:func:`injectivity_check` of the encoder on ``data``'s in-frame frames, and the latents of
+    the first ``kept`` of them (for :func:`latent_figure`)."""
     with torch.no_grad():
-        latents = program.latents(data.flattened_frames)
-    return injectivity_check(latents[mask], data.positions[mask])
+        latents = program.latents(data.flattened_frames)[mask]
+    return injectivity_check(latents, data.positions[mask]), latents[:kept].tolist()
 
 
 def entropy_gradient_alignment(program: KalmanLDM, frames: Tensor) -> float:
@@ -302,7 +334,7 @@ def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool =
         torch.manual_seed(seed)
         program = make_sequence_model(config, train.flattened_frames.shape[-1])
     train_mask, test_mask = in_frame(train.positions), in_frame(test.positions)
-    injectivity_before = _injectivity(program, test, test_mask)
+    injectivity_before, latents_before = _encoder_check(program, test, test_mask)
     encoder = list(program.encoder.parameters())
     predictor = [p for p in program.parameters() if all(p is not q for q in encoder)]
     optimizer = torch.optim.Adam(
@@ -336,6 +368,7 @@ def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool =
                 (step, entropy_gradient_alignment(program, train.flattened_frames[index]))
             )
     seconds = time.perf_counter() - start
+    injectivity_after, latents_after = _encoder_check(program, test, test_mask)
     train_features, _ = features(program, train, noise_aware)
     test_features, test_covariances = features(program, test, noise_aware)
     r2, weights, prediction = linear_probe_r2(
@@ -350,7 +383,12 @@ def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool =
         "r2": r2,
         "in_frame_fraction": float(test_mask.float().mean()),
         "injectivity_untrained": injectivity_before,
-        "injectivity": _injectivity(program, test, test_mask),
+        "injectivity": injectivity_after,
+        "latent_sample": {
+            "positions": test.positions[test_mask][: len(latents_after)].tolist(),
+            "untrained": latents_before,
+            "trained": latents_after,
+        },
         "seconds": seconds,
         "final_terms": {
             name: float(np.mean([row[name] for row in history[-50:]])) for name in history[-1]
@@ -375,7 +413,9 @@ def run_sequence_study(
     settings = asdict(config)
     config_path = out / "config.json"
     if config_path.exists():
-        previous = read_json(config_path).get("settings", {})
+        # a setting added since the folder was written ran at its default
+        defaults = json_ready(asdict(SequenceConfig()))
+        previous = {**defaults, **read_json(config_path).get("settings", {})}
         if previous != json_ready(settings):
             differences = setting_differences(previous, json_ready(settings))
             raise ValueError(
@@ -404,6 +444,8 @@ def run_sequence_study(
     write_json(out / "metrics.json", metrics)
     if any("gradient_alignment" in run for run in runs):
         write_figure(out / "gradient_alignment.png", alignment_figure(runs))
+    if "latent_sample" in runs[0]:
+        write_figure(out / "latents.png", latent_figure(runs[0]))
     return metrics
 
 
@@ -421,6 +463,35 @@ def alignment_figure(runs: list[dict]):
     axis.set_title("encoder gradients: kNN entropy vs stop-grad plug-in entropy", fontsize=10)
     axis.set_ylim(-1, 1)
     axis.legend(frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def latent_figure(run: dict):
+    """The true positions of test frames and the encoder's latents of the same frames before and
+    after training, all coloured by the true angle (paper 004, Fig. 5C): an injective encoder
+    keeps the colours in order, and an affine one keeps the shape."""
+    import matplotlib.pyplot as plt
+
+    sample = run["latent_sample"]
+    positions = np.asarray(sample["positions"])
+    angle = np.arctan2(positions[:, 1], positions[:, 0])
+    panels = [
+        ("true position", positions),
+        ("latents, untrained encoder", np.asarray(sample["untrained"])),
+        (f"latents after training (probe R² {run['r2']:.3f})", np.asarray(sample["trained"])),
+    ]
+    figure, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    for axis, (title, points) in zip(axes, panels, strict=True):
+        axis.scatter(points[:, 0], points[:, 1], c=angle, cmap="twilight", s=6, linewidths=0)
+        axis.set_title(title, fontsize=9)
+        axis.set_aspect("equal", adjustable="datalim")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(
+        f"{run['config']['data']}, {run['config']['model']}, seed {run['seed']}: colour = true angle",
+        fontsize=10,
+    )
     figure.tight_layout()
     return figure
 
@@ -456,11 +527,16 @@ def markdown_sequence_table(metrics: dict) -> str:
         return f"{row['mean']:.3f}{spread} (min {row['min']:.3f})"
 
     noise = settings["noise_levels"]
+    data = settings["data"]
+    if settings.get("rendering", "plain") != "plain":
+        data += f", {settings['rendering']} frames"
+    if settings.get("jump_probability", 0.0):
+        data += f", jumps p = {settings['jump_probability']:g}"
     lines = [
         "| data | model | pixel noise | probe R² (test) | 95 % interval coverage "
         "| folded fraction, untrained → trained | seeds |",
         "|---|---|---|---|---|---|---|",
-        f"| {settings['data']} | {settings['model']} | "
+        f"| {data} | {settings['model']} | "
         f"{f'{noise[0]}–{noise[1]} per frame' if noise else settings['pixel_noise']} | "
         f"{cell('r2')} | {cell('coverage_95')} | "
         f"{cell('folded_fraction_untrained')} → {cell('folded_fraction')} | "

@@ -144,3 +144,34 @@ def test_bad_settings_and_inputs_are_named():
     frames[0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="frames"):
         program.bound(frames)
+
+
+def test_contrastive_entropy_makes_the_goal_infonce_over_time():
+    """With the predictive densities as kernels, G = sum_i log softmax_j(log N(z_i; m_j, S_j))_i
+    + M log M: CPC's InfoNCE with the Kalman predictive log-density as the critic. The critic is
+    recomputed here one candidate at a time from the filter's moments."""
+    program = _program(entropy="contrastive", noise_aware=True)
+    noise = torch.rand(4, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) + 0.05
+    z = program.latents(FRAMES)
+    law = program.latent_law(4, 9, noise)
+    result = law.filter(z)
+    H = torch.eye(3, dtype=torch.float64)[:2]
+    means = (result.predicted_mean @ H.T).reshape(-1, 2)
+    covariances = (H @ result.predicted_covariance @ H.T + law.parameters[4]).reshape(-1, 2, 2)
+    latents = z.reshape(-1, 2)
+    logits = torch.stack(
+        [
+            dist.MultivariateNormal(means[j], covariances[j]).log_prob(latents)
+            for j in range(latents.shape[0])
+        ],
+        dim=-1,
+    )
+    M = latents.shape[0]
+    infonce = torch.nn.functional.cross_entropy(logits, torch.arange(M), reduction="sum")
+    bound = program.bound(FRAMES, noise)
+    assert_relative_close(bound.total, -infonce + M * math.log(M), rtol=1e-10)
+    parameters = list(program.parameters())
+    for actual, wanted in zip(
+        gradients(bound.total, parameters), gradients(-infonce, parameters), strict=True
+    ):
+        assert_relative_close(actual, wanted, rtol=1e-8, atol=1e-10)
