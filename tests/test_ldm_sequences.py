@@ -12,11 +12,14 @@ from thermossl.models.ldm_data import render_frames
 
 from thermossl.ldm_sequences import (
     SequenceConfig,
+    fit_sequence_model,
     in_frame,
     injectivity_check,
     interval_coverage,
     linear_probe_r2,
+    make_sequence_model,
     run_sequence_study,
+    sequence_data,
     train_sequence_model,
 )
 
@@ -77,6 +80,36 @@ def test_in_frame_marks_the_positions_the_renderer_does_not_pin():
     # outside the frame, moving the dot no longer changes the image
     pinned = render_frames(torch.tensor([[2.5, 0.0], [2.9, 0.0]]))
     assert torch.equal(pinned[0], pinned[1])
+
+
+def test_predictor_steps_move_the_latent_model_and_leave_the_encoder_alone():
+    """Adam's first step moves every parameter by at most its learning rate; with 3 predictor-only
+    steps before the joint one, the encoder still moves by one step and the latent model by more."""
+    config = SequenceConfig(
+        model="kalman-stopgrad",
+        steps=1,
+        batch_size=4,
+        num_frames=6,
+        train_sequences=8,
+        test_sequences=4,
+        predictor_steps=3,
+        learning_rate=1e-3,
+    )
+    train, _ = sequence_data(config)
+    torch.manual_seed(0)
+    program = make_sequence_model(config, train.flattened_frames.shape[-1])
+    before = {name: p.detach().clone() for name, p in program.named_parameters()}
+    fit_sequence_model(program, config, train)
+    moved = {
+        name: float((p.detach() - before[name]).abs().max())
+        for name, p in program.named_parameters()
+    }
+    encoder = [v for name, v in moved.items() if name.startswith("encoder.")]
+    latent_model = [v for name, v in moved.items() if not name.startswith("encoder.")]
+    assert 0 < max(encoder) <= 1e-3 * (1 + 1e-4)
+    assert max(latent_model) > 2.5e-3
+    with pytest.raises(ValueError, match="predictor_steps"):
+        SequenceConfig(predictor_steps=-1)
 
 
 def test_kalman_knn_training_improves_the_probe_on_circle_videos():

@@ -643,6 +643,13 @@ def ldm(
             "gradients (OUT/gradient_alignment.png); 0 never.",
         ),
     ] = 0,
+    predictor_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="videos: extra latent-model-only Adam steps on each batch before the joint step.",
+        ),
+    ] = 0,
     predictor_speedup: Annotated[
         float,
         typer.Option(
@@ -707,6 +714,7 @@ def ldm(
             options = {
                 "alignment_every": alignment_every,
                 "predictor_speedup": predictor_speedup,
+                "predictor_steps": predictor_steps,
                 "rendering": rendering,
                 "jump_probability": jump_probability,
                 "latent_dim": latent_dim,

@@ -59,6 +59,7 @@ __all__ = [
     "SequenceConfig",
     "alignment_figure",
     "entropy_gradient_alignment",
+    "fit_sequence_model",
     "in_frame",
     "injectivity_check",
     "interval_coverage",
@@ -112,6 +113,9 @@ class SequenceConfig:
     :ivar float predictor_speedup: the latent model's parameters (everything but the encoder) learn
         this many times faster than the encoder. The stop-gradient estimator assumes a predictor
         that tracks the latents' conditional law on a faster timescale (paper 004, A.6.2).
+    :ivar int predictor_steps: before each joint step, this many extra Adam steps of the latent
+        model alone on the same batch (the encoder held fixed): the other way to a faster
+        predictor.
     """
 
     data: str = "circle-video"
@@ -130,6 +134,7 @@ class SequenceConfig:
     jump_probability: float = 0.0
     hidden: int = 200
     predictor_speedup: float = 1.0
+    predictor_steps: int = 0
     alignment_every: int = 0
 
     def __post_init__(self):
@@ -142,6 +147,10 @@ class SequenceConfig:
         check_positive_integer("state_dim", self.state_dim)
         check_positive("learning_rate", self.learning_rate)
         check_positive("predictor_speedup", self.predictor_speedup)
+        if not isinstance(self.predictor_steps, int) or self.predictor_steps < 0:
+            raise ValueError(
+                f"predictor_steps must be an integer >= 0, got {self.predictor_steps!r}"
+            )
         if self.rendering not in CIRCLE_RENDERINGS:
             raise ValueError(
                 f"rendering must be one of {CIRCLE_RENDERINGS}, got {self.rendering!r}"
@@ -326,15 +335,17 @@ def interval_coverage(weights, predictions, covariances, targets, level_z: float
     return float((np.abs(y - predictions) <= level_z * sd).mean())
 
 
-def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool = False) -> dict:
-    """Train one configuration and evaluate it; returns the metrics (R², coverage, timings)."""
-    train, test = sequence_data(config, seed)
+def fit_sequence_model(
+    program: nn.Module, config: SequenceConfig, train: VideoData, seed: int = 0, progress=False
+) -> tuple[list[dict], list[tuple[int, float]]]:
+    """Adam on the program's derived bound over random batches of ``train``'s sequences.
+
+    The encoder learns at ``config.learning_rate`` and the latent model ``predictor_speedup`` times
+    faster; with ``predictor_steps`` > 0, each batch first gets that many steps of the latent model
+    alone. Returns the bound's terms per frame at every step, and the gradient alignment where
+    ``alignment_every`` asks for it.
+    """
     noise_aware = config.noise_levels is not None
-    with torch.random.fork_rng():  # the initialization is seeded; the caller's stream is kept
-        torch.manual_seed(seed)
-        program = make_sequence_model(config, train.flattened_frames.shape[-1])
-    train_mask, test_mask = in_frame(train.positions), in_frame(test.positions)
-    injectivity_before, latents_before = _encoder_check(program, test, test_mask)
     encoder = list(program.encoder.parameters())
     predictor = [p for p in program.parameters() if all(p is not q for q in encoder)]
     optimizer = torch.optim.Adam(
@@ -345,13 +356,15 @@ def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool =
     )
     generator = torch.Generator().manual_seed(seed)
     history, alignment = [], []
-    start = time.perf_counter()
     for step in tqdm(range(config.steps), disable=not progress, desc=config.model):
         index = torch.randperm(config.train_sequences, generator=generator)[: config.batch_size]
-        bound = _bound(
-            program, train.flattened_frames[index], train.noise_level[index], noise_aware
-        )
+        batch = (train.flattened_frames[index], train.noise_level[index])
         frames = index.numel() * config.num_frames
+        for _ in range(config.predictor_steps):  # the encoder's parameters get no gradient
+            optimizer.zero_grad(set_to_none=True)
+            (-_bound(program, *batch, noise_aware).total / frames).backward(inputs=predictor)
+            optimizer.step()
+        bound = _bound(program, *batch, noise_aware)
         loss = -bound.total / frames
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{config.model} diverged at step {step} (loss {float(loss)})")
@@ -367,6 +380,20 @@ def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool =
             alignment.append(
                 (step, entropy_gradient_alignment(program, train.flattened_frames[index]))
             )
+    return history, alignment
+
+
+def train_sequence_model(config: SequenceConfig, seed: int = 0, progress: bool = False) -> dict:
+    """Train one configuration and evaluate it; returns the metrics (R², coverage, timings)."""
+    train, test = sequence_data(config, seed)
+    noise_aware = config.noise_levels is not None
+    with torch.random.fork_rng():  # the initialization is seeded; the caller's stream is kept
+        torch.manual_seed(seed)
+        program = make_sequence_model(config, train.flattened_frames.shape[-1])
+    train_mask, test_mask = in_frame(train.positions), in_frame(test.positions)
+    injectivity_before, latents_before = _encoder_check(program, test, test_mask)
+    start = time.perf_counter()
+    history, alignment = fit_sequence_model(program, config, train, seed, progress)
     seconds = time.perf_counter() - start
     injectivity_after, latents_after = _encoder_check(program, test, test_mask)
     train_features, _ = features(program, train, noise_aware)
