@@ -112,6 +112,28 @@ def test_predictor_steps_move_the_latent_model_and_leave_the_encoder_alone():
         SequenceConfig(predictor_steps=-1)
 
 
+def test_latent_normalization_ends_the_encoder_with_the_named_layer():
+    """Standardized latents have sd sqrt(v / (v + eps)) for raw variance v; whitened ones have
+    identity covariance up to eps over the raw covariance's smallest eigenvalue."""
+    frames = torch.randn(6, 10, 100, generator=torch.Generator().manual_seed(2))
+    eps = 1e-5
+    for name in ("standardize", "whiten"):
+        torch.manual_seed(0)
+        program = make_sequence_model(
+            SequenceConfig(model="kalman-stopgrad", latent_normalization=name), 100
+        )
+        raw = program.encoder[:-1](frames.reshape(60, 100)).detach()
+        z = program.latents(frames).reshape(-1, 2).detach()
+        if name == "standardize":
+            variance = raw.var(0)
+            assert torch.allclose(z.std(0), (variance / (variance + eps)).sqrt(), atol=1e-6)
+        else:
+            smallest = torch.linalg.eigvalsh(torch.cov(raw.T))[0]
+            assert torch.allclose(torch.cov(z.T), torch.eye(2), atol=float(2 * eps / smallest))
+    with pytest.raises(ValueError, match="latent_normalization"):
+        SequenceConfig(latent_normalization="batchnorm")
+
+
 def test_kalman_knn_training_improves_the_probe_on_circle_videos():
     config = SequenceConfig(
         steps=150, batch_size=16, num_frames=20, train_sequences=64, test_sequences=32

@@ -672,6 +672,13 @@ def ldm(
     learning_rate: Annotated[
         float, typer.Option(min=0.0, help="videos: Adam's step size for the encoder.")
     ] = 1e-3,
+    normalize_latents: Annotated[
+        str,
+        typer.Option(
+            help="videos: the encoder's last layer: none, standardize (each latent over the batch) "
+            "or whiten (the batch's covariance to the identity)."
+        ),
+    ] = "none",
     latent_dim: Annotated[
         int, typer.Option(min=1, help="videos: latent dimension L (kalman: also the state's).")
     ] = 2,
@@ -715,6 +722,7 @@ def ldm(
                 "alignment_every": alignment_every,
                 "predictor_speedup": predictor_speedup,
                 "predictor_steps": predictor_steps,
+                "latent_normalization": normalize_latents,
                 "rendering": rendering,
                 "jump_probability": jump_probability,
                 "latent_dim": latent_dim,

@@ -44,6 +44,7 @@ from thermossl.models.ldm_data import (
     train_test_seeds,
     wobbly_system,
 )
+from thermossl.models.ldm_encoding import LATENT_NORMALIZATIONS, BatchStandardize, BatchWhiten
 from thermossl.models.ldm_kalman import KalmanLDM
 from thermossl.models.ldm_recurrent import RecurrentLDM
 from thermossl.runs import (
@@ -107,6 +108,9 @@ class SequenceConfig:
         :func:`~thermossl.models.ldm_data.circle_video`).
     :ivar float jump_probability: circle-video: probability per step of a jump to a random phase.
     :ivar int hidden: width of the encoder's two hidden layers.
+    :ivar str latent_normalization: the encoder's last layer: ``"none"``, ``"standardize"``
+        (:class:`~thermossl.models.ldm_encoding.BatchStandardize`) or ``"whiten"``
+        (:class:`~thermossl.models.ldm_encoding.BatchWhiten`).
     :ivar int alignment_every: every this many steps (0: never), record the cosine similarity
         between the encoder gradients of the kNN entropy and of the stop-gradient plug-in entropy
         (paper 004, Fig. 4D); Kalman models only.
@@ -133,6 +137,7 @@ class SequenceConfig:
     rendering: str = "plain"
     jump_probability: float = 0.0
     hidden: int = 200
+    latent_normalization: str = "none"
     predictor_speedup: float = 1.0
     predictor_steps: int = 0
     alignment_every: int = 0
@@ -159,6 +164,11 @@ class SequenceConfig:
             raise ValueError(f"jump_probability must lie in [0, 1], got {self.jump_probability}")
         if self.data == "wobbly" and (self.rendering != "plain" or self.jump_probability):
             raise ValueError("rendering and jump_probability apply to data='circle-video' only")
+        if self.latent_normalization not in LATENT_NORMALIZATIONS:
+            raise ValueError(
+                f"latent_normalization must be one of {LATENT_NORMALIZATIONS}, "
+                f"got {self.latent_normalization!r}"
+            )
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
 
@@ -193,6 +203,10 @@ def make_sequence_model(config: SequenceConfig, frame_size: int) -> nn.Module:
         nn.ReLU(),
         nn.Linear(config.hidden, config.latent_dim),
     )
+    if config.latent_normalization == "standardize":
+        encoder.append(BatchStandardize())
+    elif config.latent_normalization == "whiten":
+        encoder.append(BatchWhiten())
     if config.model == "cpc":
         return PredictiveCPC(encoder, config.latent_dim, context_dim=32)
     if config.model.startswith("lstm-"):
