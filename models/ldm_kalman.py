@@ -128,6 +128,8 @@ class LinearGaussianStateSpace(TorchDistribution):
         super().__init__(torch.Size(batch_shape), event_shape, validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) == self.batch_shape:
+            return self  # a plate of the law's own size; keeps the filter cache
         return LinearGaussianStateSpace(
             *self.parameters,
             num_steps=self.event_shape[0],
@@ -136,8 +138,17 @@ class LinearGaussianStateSpace(TorchDistribution):
         )
 
     def filter(self, value: Tensor) -> KalmanFilterResult:
-        """Predicted and filtered moments and the log-likelihood of ``value`` ``[..., T, L]``."""
-        return kalman_filter(value, *self.parameters, parallel=self.parallel)
+        """Predicted and filtered moments and the log-likelihood of ``value`` ``[..., T, L]``.
+
+        The result for the last ``value`` (the same tensor object) is kept, so ``log_prob`` and
+        an entropy estimate that read the same observations run the filter once.
+        """
+        cached = getattr(self, "_filtered", None)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        result = kalman_filter(value, *self.parameters, parallel=self.parallel)
+        self._filtered = (value, result)
+        return result
 
     def log_prob(self, value: Tensor) -> Tensor:
         return self.filter(value).log_likelihood
@@ -246,11 +257,10 @@ class KalmanLDM(PyroModule):
 
     def stopgrad_entropy(self, law: LinearGaussianStateSpace, z: Tensor) -> Tensor:
         r""":math:`-\sum_{b,t} \log N(z_{bt};\, \mathrm{sg}(H\bar x_{bt}),\, \mathrm{sg}(S_{bt}))`."""
-        with torch.no_grad():
-            frozen = law.filter(z.detach())
-            H = law.parameters[3]
-            mean = frozen.predicted_mean @ H.T
-            covariance = H @ frozen.predicted_covariance @ H.T + law.parameters[4]
+        result = law.filter(z)  # the filter already run for log p(z): its values, detached
+        H, R = law.parameters[3], law.parameters[4]
+        mean = (result.predicted_mean @ H.T).detach()
+        covariance = (H @ result.predicted_covariance @ H.T + R).detach()
         return -dist.MultivariateNormal(mean, covariance).log_prob(z).sum()
 
     def contrastive_entropy(self, law: LinearGaussianStateSpace, z: Tensor) -> Tensor:

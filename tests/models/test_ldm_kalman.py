@@ -175,3 +175,17 @@ def test_contrastive_entropy_makes_the_goal_infonce_over_time():
         gradients(bound.total, parameters), gradients(-infonce, parameters), strict=True
     ):
         assert_relative_close(actual, wanted, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("entropy", ["knn", "stopgrad", "contrastive"])
+def test_one_bound_runs_the_filter_once(entropy, monkeypatch):
+    """log p(z) and the entropy estimate share one filter pass over the latents."""
+    import thermossl.models.ldm_kalman as module
+
+    calls = []
+    original = module.kalman_filter
+    monkeypatch.setattr(
+        module, "kalman_filter", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    _program(entropy=entropy).bound(FRAMES)
+    assert len(calls) == 1
