@@ -12,12 +12,17 @@ from thermossl._validation import check_tensor
 
 __all__ = [
     "LATENT_NORMALIZATIONS",
+    "PAPER_KNN_OPTIONS",
     "SEQUENCE_ENTROPY_ESTIMATORS",
     "BatchStandardize",
     "BatchWhiten",
     "check_sequence_entropy",
     "encode_frames",
 ]
+
+#: The paper's kNN settings for sequences (Appendix B): k = 3, the largest 10 % of the distances
+#: clipped.
+PAPER_KNN_OPTIONS = {"k": 3, "clip_quantile": 0.9}
 
 #: Optional last layers of an encoder: none, per-coordinate batch standardization, batch whitening.
 LATENT_NORMALIZATIONS = ("none", "standardize", "whiten")

@@ -47,7 +47,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
-from thermossl.models.ldm_encoding import check_sequence_entropy, encode_frames
+from thermossl.models.ldm_encoding import (
+    PAPER_KNN_OPTIONS,
+    check_sequence_entropy,
+    encode_frames,
+)
 from thermossl.objectives.bound import Bound, DerivedELBO
 from thermossl.objectives.entropy import knn_entropy
 from torch import Tensor, nn
@@ -100,7 +104,7 @@ class RecurrentLDM(PyroModule):
         self.latent_dim = int(latent_dim)
         self.entropy = entropy
         self.entropy_options = (
-            {"k": 3, "clip_quantile": 0.9} if entropy_options is None else dict(entropy_options)
+            dict(PAPER_KNN_OPTIONS) if entropy_options is None else dict(entropy_options)
         )
         self.recurrence = nn.LSTM(latent_dim, hidden_dim, batch_first=True)
         self.head = nn.Sequential(

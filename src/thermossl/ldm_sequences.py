@@ -44,7 +44,12 @@ from thermossl.models.ldm_data import (
     train_test_seeds,
     wobbly_system,
 )
-from thermossl.models.ldm_encoding import LATENT_NORMALIZATIONS, BatchStandardize, BatchWhiten
+from thermossl.models.ldm_encoding import (
+    LATENT_NORMALIZATIONS,
+    PAPER_KNN_OPTIONS,
+    BatchStandardize,
+    BatchWhiten,
+)
 from thermossl.models.ldm_kalman import KalmanLDM
 from thermossl.models.ldm_recurrent import RecurrentLDM
 from thermossl.runs import (
@@ -216,7 +221,7 @@ def make_sequence_model(config: SequenceConfig, frame_size: int) -> nn.Module:
         config.latent_dim,
         state_dim=config.state_dim,
         entropy=config.model.removeprefix("kalman-"),
-        entropy_options={"k": 3, "clip_quantile": 0.9} if config.model == "kalman-knn" else None,
+        entropy_options=PAPER_KNN_OPTIONS if config.model == "kalman-knn" else None,
         noise_aware=config.noise_levels is not None,
     )
 
@@ -315,7 +320,7 @@ def entropy_gradient_alignment(program: KalmanLDM, frames: Tensor) -> float:
 
     parameters = list(program.encoder.parameters())
     z = program.latents(frames)
-    knn = z.shape[0] * z.shape[1] * knn_entropy(z.reshape(-1, z.shape[-1]), k=3, clip_quantile=0.9)
+    knn = z.shape[0] * z.shape[1] * knn_entropy(z.reshape(-1, z.shape[-1]), **PAPER_KNN_OPTIONS)
     plugin = program.stopgrad_entropy(program.latent_law(*z.shape[:2], None), z)
     first = torch.cat(
         [g.flatten() for g in torch.autograd.grad(knn, parameters, retain_graph=True)]
