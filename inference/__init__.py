@@ -4,6 +4,11 @@ This layer imports neither :mod:`thermossl.objectives` nor :mod:`thermossl.model
 potentials and objectives as callables (or as Pyro programs, through Pyro itself).
 """
 
+from thermossl.inference.gibbs_ensembles import (
+    GeneralizedGibbsEnsemble,
+    LinearConstraint,
+    generalized_gibbs_ensemble,
+)
 from thermossl.inference.gradients import TracedGradient, minibatch_gradient
 from thermossl.inference.kalman import KalmanFilterResult, kalman_filter
 from thermossl.inference.potentials import ParameterLayout, Potential, Site
@@ -18,12 +23,15 @@ __all__ = [
     "SGHMC",
     "SGLD",
     "CyclicalSchedule",
+    "GeneralizedGibbsEnsemble",
     "KalmanFilterResult",
+    "LinearConstraint",
     "ParameterLayout",
     "Potential",
     "PreconditionedSGLD",
     "Site",
     "TracedGradient",
+    "generalized_gibbs_ensemble",
     "kalman_filter",
     "minibatch_gradient",
     "sample",
