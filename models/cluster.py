@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import pyro_method
 from pyro.ops.indexing import Vindex
+from thermossl.inference.gibbs_ensembles import generalized_gibbs_ensemble
 from thermossl.inference.sinkhorn import sinkhorn_knopp
 from thermossl.models.two_view import TwoViewProgram
 from thermossl.objectives.sharing import shared
@@ -85,7 +86,8 @@ class ClusterSSL(TwoViewProgram):
     :param float temperature: :math:`\tau > 0` of the predictive softmax.
     :param str auxiliary: ``"self"``, ``"sinkhorn"`` or ``"hard"``.
     :param torch.Tensor prior: :math:`p(y)`, a probability vector of length ``num_clusters``
-        (uniform when ``None``).
+        (uniform when ``None``). With ``"sinkhorn"`` it is also the label marginal of the codes:
+        the GGE heats to :math:`\sum_i q_{ij} = p(y = j)` instead of :math:`1/c` (paper 000, §V).
     :param bool prior_term: include :math:`\mathcal{L}_{PRIOR}`; by default only for ``"self"``.
     :param bool symmetric: include the swapped direction; by default for ``"sinkhorn"`` and
         ``"hard"`` (SwAV's swapped prediction) and not for ``"self"`` (Proposition 1 as stated).
@@ -93,7 +95,14 @@ class ClusterSSL(TwoViewProgram):
         SwAV does.
     :param float sinkhorn_epsilon: SwAV's :math:`\epsilon`: codes are Sinkhorn-Knopp on
         :math:`s / \epsilon`.
-    :param int sinkhorn_iterations: SwAV's fixed number of sweeps (3).
+    :param int sinkhorn_iterations: SwAV's fixed number of sweeps (3); ``None`` iterates to
+        convergence (SeLa's self-labelling, Asano et al. 2020).
+
+    :attr:`code_constraints` (empty by default) holds user-declared
+    :class:`~thermossl.inference.LinearConstraint` s on the codes of a batch of ``[n, c]``
+    (paper 000, §V: for instance labelled samples pinned to their class with a confidence); with
+    them the codes are the converged generalized Gibbs ensemble
+    (:func:`~thermossl.inference.generalized_gibbs_ensemble`) instead of SwAV's fixed sweeps.
 
     Sample sites: ``y`` (and ``y_prime``) in plate ``pairs``; with ``"self"`` also ``agreement``
     (and ``agreement_prime``); with the prior term ``prior_label`` and ``balance`` (and their
@@ -128,13 +137,14 @@ class ClusterSSL(TwoViewProgram):
         symmetric: bool | None = None,
         normalize: bool = False,
         sinkhorn_epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
+        sinkhorn_iterations: int | None = 3,
     ):
         super().__init__()
         check_positive_integer("feature_dim", feature_dim)
         check_positive("temperature", temperature)
         check_positive("sinkhorn_epsilon", sinkhorn_epsilon)
-        check_positive_integer("sinkhorn_iterations", sinkhorn_iterations)
+        if sinkhorn_iterations is not None:
+            check_positive_integer("sinkhorn_iterations", sinkhorn_iterations)
         if not isinstance(num_clusters, int) or num_clusters < 2:
             raise ValueError(f"num_clusters must be an integer >= 2, got {num_clusters!r}")
         if auxiliary not in ("self", "sinkhorn", "hard"):
@@ -145,13 +155,15 @@ class ClusterSSL(TwoViewProgram):
         self.network = network
         self.prototypes = nn.Linear(feature_dim, num_clusters, bias=False)  # weight = U^T
         self.register_buffer("prior", prior.detach().clone())
+        self._uniform_prior = bool(torch.all(prior == 1.0 / num_clusters))
         self.temperature = float(temperature)
         self.auxiliary = auxiliary
         self.prior_term = (auxiliary == "self") if prior_term is None else bool(prior_term)
         self.symmetric = (auxiliary != "self") if symmetric is None else bool(symmetric)
         self.normalize = bool(normalize)
         self.sinkhorn_epsilon = float(sinkhorn_epsilon)
-        self.sinkhorn_iterations = int(sinkhorn_iterations)
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.code_constraints: tuple = ()
 
     # Scores and distributions -------------------------------------------------------------------
 
@@ -182,12 +194,29 @@ class ClusterSSL(TwoViewProgram):
         if self.auxiliary == "self":
             return dist.Categorical(logits=self.logits(x_prime))
         scores = self.scores(x_prime).detach()
+        if self.auxiliary == "sinkhorn" and self.code_constraints:
+            marginal = self.code_marginal()
+            plan = generalized_gibbs_ensemble(
+                -scores,
+                beta=1.0 / self.sinkhorn_epsilon,
+                constraints=self.code_constraints,
+                col_marginal="uniform" if marginal is None else marginal.to(scores.dtype),
+            ).plan
+            return dist.Categorical(probs=plan * scores.shape[0])
         if self.auxiliary == "sinkhorn":
             plan = sinkhorn_knopp(
-                -scores, beta=1.0 / self.sinkhorn_epsilon, iterations=self.sinkhorn_iterations
+                -scores,
+                beta=1.0 / self.sinkhorn_epsilon,
+                col_marginal=self.code_marginal(),
+                iterations=self.sinkhorn_iterations,
             )
             return dist.Categorical(probs=plan * scores.shape[0])
         return dist.Delta(scores.argmax(-1))
+
+    def code_marginal(self) -> Tensor | None:
+        """The label marginal of the Sinkhorn codes: the prior, or ``None`` when it is uniform
+        (decided at construction, so that a recorded program holds no data-dependent branch)."""
+        return None if self._uniform_prior else self.prior
 
     def _views(self, x1: Tensor, x2: Tensor) -> list[tuple[str, Tensor, Tensor]]:
         """(site suffix, predicting view, auxiliary view) for each direction."""

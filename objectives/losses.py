@@ -15,6 +15,8 @@ References:
   (CorInfoMax); serdarozsoy/corinfomax-ssl ``loss.py``.
 * Caron et al. 2020, *Unsupervised learning of visual features by contrasting cluster
   assignments* (SwAV); facebookresearch/swav ``main_swav.py``.
+* Grill et al. 2020, *Bootstrap your own latent* (BYOL); deepmind-research ``byol``
+  ``regression_loss``.
 * Caron et al. 2018, *Deep clustering for unsupervised learning of visual features*.
 * Sansone & Manhaeve, *Unifying self-supervised clustering and energy-based models* (GEDI),
   Proposition 1.
@@ -40,6 +42,7 @@ from thermossl._validation import (
 
 __all__ = [
     "barlow_twins",
+    "byol",
     "corinfomax",
     "deepcluster",
     "gedi_generative",
@@ -152,6 +155,32 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambda_offdiag: float = 5e-3) -> Tensor
     c = standardized1.T @ standardized2 / n
     on_diagonal = (1 - torch.diagonal(c)).pow(2).sum()
     return on_diagonal + lambda_offdiag * _off_diagonal_squares(c)
+
+
+def byol(predictions: Tensor, targets: Tensor) -> Tensor:
+    r"""BYOL's regression of the online prediction onto the (stop-gradient) target projection.
+
+    .. math::
+
+        \ell = \tfrac1n \sum_i \left\| \bar p_i - \bar z'_i \right\|^2
+              = \tfrac1n \sum_i \left(2 - 2\, \bar p_i^\top \bar z'_i\right),
+        \qquad \bar a = a / \|a\|,
+
+    one direction of the symmetric loss (the official ``regression_loss``, averaged over the batch
+    here; the paper sums the two directions). The targets are detached.
+
+    :param torch.Tensor predictions: ``[n, d]`` online predictions :math:`q_\theta(z_\theta)`.
+    :param torch.Tensor targets: ``[n, d]`` target projections :math:`z'_\xi`.
+    :returns: scalar loss in :math:`[0, 4]`.
+
+    Example::
+
+        >>> byol(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2.0, 2.0]]))
+        tensor(1.)
+    """
+    check_views("predictions", predictions, "targets", targets)
+    cosine = F.cosine_similarity(predictions, targets.detach(), dim=-1)
+    return (2 - 2 * cosine).mean()
 
 
 def vicreg(

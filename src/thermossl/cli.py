@@ -776,6 +776,128 @@ def _sequence_study(data, model, entropy, noise_aware, options, seeds, steps, ou
     return markdown_sequence_table(run_sequence_study(config, seeds, out))
 
 
+@app.command()
+def thermo(
+    method: Annotated[str, typer.Option(help="swav, sela, deepcluster, gedi or byol.")] = "swav",
+    data: Annotated[str, typer.Option(help="moons, circles or digits.")] = "moons",
+    seed: Annotated[int, typer.Option(help="Seed of the data, the networks and the run.")] = 0,
+    cycles: Annotated[int, typer.Option(help="Training steps, one cycle each.")] = 2000,
+    system_size: Annotated[
+        int, typer.Option(help="Points of the system (the fixed batch), N.")
+    ] = 256,
+    learning_rate: Annotated[float, typer.Option(help="The optimizer's learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adam, or sgd (the demon of eq. 16).")] = "adam",
+    fresh_batches: Annotated[
+        bool, typer.Option(help="A new random batch each cycle instead of a fixed system.")
+    ] = False,
+    label_prior: Annotated[
+        str | None,
+        typer.Option(help="Declared label marginal of the heating, e.g. 0.8,0.2 (paper 000, §V)."),
+    ] = None,
+    class_proportions: Annotated[
+        str | None,
+        typer.Option(help="Draw the system with these class shares, e.g. 0.8,0.2 (imbalanced)."),
+    ] = None,
+    labelled_per_class: Annotated[
+        int,
+        typer.Option(help="swav/sela: pin this many system points per class to their label (§V)."),
+    ] = 0,
+    label_confidence: Annotated[
+        float, typer.Option(help="The pinned points' mass on their label, in (0, 1).")
+    ] = 0.9,
+    out: Annotated[Path | None, typer.Option(help="Run folder (runs/thermo-METHOD-DATA).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+) -> None:
+    """Train with the cycle recorder (paper 000): cycles.csv, thermo_cycles.png, metrics.json
+    with the method's measured class and temperature range."""
+    from thermossl.thermo_study import ThermoConfig, run_thermo
+
+    def shares(text: str | None, name: str) -> tuple[float, ...] | None:
+        if text is None:
+            return None
+        try:
+            return tuple(float(part) for part in text.split(","))
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected numbers separated by commas, got {text!r}", param_hint=name
+            ) from None
+
+    config = ThermoConfig(
+        method=method,
+        data=data,
+        seed=seed,
+        cycles=cycles,
+        system_size=system_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        fresh_batches=fresh_batches,
+        label_prior=shares(label_prior, "--label-prior"),
+        class_proportions=shares(class_proportions, "--class-proportions"),
+        labelled_per_class=labelled_per_class,
+        label_confidence=label_confidence,
+    )
+    out = out or Path("runs") / f"thermo-{method}-{data}"
+    try:
+        metrics = run_thermo(config, out, resume=resume)
+    except (ValueError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; checkpoint saved. Continue with the same options and --resume")
+        raise typer.Exit(130) from None
+    low, high = metrics["temperature_range"]
+    typer.echo(
+        f"{method} on {data}: {metrics['description']}; measured T = 1/beta in [{low:.4g}, "
+        f"{high:.4g}]; W_irr <= 0 in "
+        + (
+            "n/a (beta = 0)"
+            if metrics["share_irreversible_work_nonpositive"] is None
+            else f"{metrics['share_irreversible_work_nonpositive']:.1%}"
+        )
+        + f" of {metrics['cycles']} cycles; NMI {metrics['system_nmi']:.3f} on the system, "
+        f"{metrics['test_nmi']:.3f} on the test set; files in {out}"
+    )
+
+
+@app.command()
+def demon(
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "swav,gedi",
+    data: Annotated[str, typer.Option(help="moons, circles or digits.")] = "moons",
+    learning_rates: Annotated[
+        str, typer.Option(help="Comma-separated SGD learning rates.")
+    ] = "0.001,0.01,0.1,1,10",
+    cycles: Annotated[int, typer.Option(help="SGD steps per rate.")] = 300,
+    system_size: Annotated[int, typer.Option(help="Points of the system, N.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the data and the initialization.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for demon.csv and demon.png.")] = Path(
+        "runs/demon"
+    ),
+) -> None:
+    """The learning demon (paper 000, eq. 15-17): the share of SGD steps with W_irr <= 0 against
+    the learning rate."""
+    from thermossl.thermo_study import run_demon_study
+
+    try:
+        rates = [float(rate) for rate in learning_rates.split(",") if rate.strip()]
+        results = run_demon_study(
+            [name.strip() for name in methods.split(",") if name.strip()],
+            data,
+            rates,
+            out,
+            cycles=cycles,
+            seed=seed,
+            system_size=system_size,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo("| method | γ | share W_irr ≤ 0 | median W_irr | final loss |")
+    typer.echo("|---|---|---|---|---|")
+    for row in results:
+        typer.echo(
+            f"| {row['method']} | {row['learning_rate']:g} | {row['share_nonpositive']:.3f} | "
+            f"{row['median_irreversible_work']:.3g} | {row['final_loss']:.4g} |"
+        )
+
+
 def main() -> None:
     app()
 

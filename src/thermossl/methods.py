@@ -13,6 +13,9 @@ the representation :math:`g(x)`, the cluster logits where the method has cluster
 ``jem``            :math:`\mathcal{L}_{GEN}` only (weights (1, 0, 0))
 ``swav``           :class:`~thermossl.models.ClusterSSL`, Sinkhorn codes, cosine prototypes
 ``deepcluster``    :class:`~thermossl.models.ClusterSSL`, hard codes
+``sela``           :class:`~thermossl.models.ClusterSSL`, Sinkhorn codes iterated to convergence,
+                   one direction (self-labelling, Asano et al. 2020)
+``byol``           the published BYOL loss, an EMA target network (no program declared)
 ``simclr``         :class:`~thermossl.models.ContrastiveSSL`, both views (NT-Xent)
 ``corinfomax``     :class:`~thermossl.models.NegativeFreeSSL`
 ``barlow``         the published Barlow Twins loss (no program declared)
@@ -22,7 +25,9 @@ Networks (paper 001, Appendix L): the encoder is an MLP with two hidden layers o
 and an output of :math:`h` units (:math:`h = 2` on the two-dimensional sets); the projector has
 one hidden layer of 4 units. For the cluster methods the projector's output layer is the
 prototype matrix :math:`U^\top`, so :math:`g` is the encoder followed by the projector's hidden
-layer. Barlow Twins and SwAV use batch normalization in every layer, as their papers require.
+layer. Barlow Twins, BYOL, SwAV and SeLa use batch normalization in every layer, as their papers
+require. BYOL's predictor has the projector's shape; its target network follows the online encoder
+and projector by an exponential moving average (momentum 0.99) after every optimizer step.
 
 The baselines use ReLU, as Appendix L states. The GEDI family uses leaky ReLU (slope 0.2, the
 activation of the paper's own energy networks, Table 8) unless :attr:`MethodSettings.activation`
@@ -33,6 +38,7 @@ unit also gives the energy no gradient in :math:`x` for the sampler to follow.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from thermossl._validation import check_probability_vector
 from thermossl.inference.langevin import PersistentLangevin, ReplayBufferState
 from thermossl.inference.quadrature import GridQuadrature
 from thermossl.models import ClusterSSL, ContrastiveSSL, GEDIWeights, NegativeFreeSSL
@@ -73,7 +80,16 @@ NORMALIZERS = ("langevin", "quadrature")
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
 
 #: Names accepted by :func:`build_method`.
-METHODS = (*GEDI_FAMILY, "swav", "deepcluster", "simclr", "corinfomax", "barlow")
+METHODS = (
+    *GEDI_FAMILY,
+    "swav",
+    "deepcluster",
+    "sela",
+    "simclr",
+    "corinfomax",
+    "barlow",
+    "byol",
+)
 
 
 @dataclass
@@ -88,6 +104,8 @@ class MethodSettings:
     \overline{E(\tilde x)^2})` over the batch and the Langevin samples to the loss (Du & Mordatch,
     2019, §3.3), a regularizer outside the bound that keeps the energies' magnitude from
     running away when the sampler lags the model; it applies only with Langevin samples.
+    ``label_prior``: :math:`p(y)` of the cluster methods (uniform when ``None``): GEDI's prior
+    term, and the label marginal of SwAV's and SeLa's Sinkhorn codes.
     """
 
     representation_dim: int = 2
@@ -100,6 +118,7 @@ class MethodSettings:
     quadrature_points: int = 64
     activation: str | None = None
     energy_penalty: float = 0.0
+    label_prior: tuple[float, ...] | None = None
     langevin: dict = field(
         default_factory=lambda: {
             "buffer_size": 10_000,
@@ -188,10 +207,28 @@ class Method(nn.Module):
     :param nn.Module head: the projector of ``barlow`` (``None`` otherwise).
     :param PersistentLangevin sampler: the data-space sampler of the generative term, if any.
     :param float energy_penalty: :attr:`MethodSettings.energy_penalty`.
+    :param nn.Module predictor: BYOL's predictor (``None`` otherwise); with it, ``head`` is the
+        projector and a frozen copy of encoder and projector is the EMA target.
+    :param float target_momentum: the EMA momentum of BYOL's target.
     """
 
-    def __init__(self, name, encoder, program=None, head=None, sampler=None, energy_penalty=0.0):
+    def __init__(
+        self,
+        name,
+        encoder,
+        program=None,
+        head=None,
+        sampler=None,
+        energy_penalty=0.0,
+        predictor=None,
+        target_momentum=0.99,
+    ):
         super().__init__()
+        self.predictor = predictor
+        self.target_momentum = float(target_momentum)
+        self.target = None
+        if predictor is not None:
+            self.target = copy.deepcopy(nn.Sequential(encoder, head)).requires_grad_(False)
         self.energy_penalty = float(energy_penalty)
         self.name = name
         self.encoder = encoder
@@ -243,6 +280,10 @@ class Method(nn.Module):
         ``n``); for ``barlow``: the published loss.
         """
         n = x1.shape[0]
+        if self.predictor is not None:
+            (p1, z2), (p2, z1) = self.byol_directions(x1, x2)
+            value = (losses.byol(p1, z2) + losses.byol(p2, z1)) / 2
+            return value, {"byol": float(value.detach())}
         if self.program is None:
             value = losses.barlow_twins(self.head(self.encoder(x1)), self.head(self.encoder(x2)))
             return value, {"barlow_twins": float(value.detach())}
@@ -256,6 +297,28 @@ class Method(nn.Module):
             terms["energy_penalty"] = float(penalty.detach())
             loss = loss + penalty
         return loss, terms
+
+    def byol_directions(self, x1: Tensor, x2: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """BYOL's (online prediction, detached target projection) for ``x1 -> x2`` and
+        ``x2 -> x1``."""
+        if self.predictor is None:
+            raise ValueError(f"{self.name} has no predictor")
+        online = [self.predictor(self.head(self.encoder(x))) for x in (x1, x2)]
+        with torch.no_grad():
+            targets = [self.target(x) for x in (x1, x2)]
+        return [(online[0], targets[1]), (online[1], targets[0])]
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Work after each optimizer step: BYOL's target :math:`\\xi \\leftarrow m\\xi +
+        (1 - m)\\theta` (parameters; buffers such as batch-norm statistics are copied)."""
+        if self.target is None:
+            return
+        online = nn.Sequential(self.encoder, self.head)
+        for target, source in zip(self.target.parameters(), online.parameters(), strict=True):
+            target.lerp_(source, 1 - self.target_momentum)
+        for target, source in zip(self.target.buffers(), online.buffers(), strict=True):
+            target.copy_(source)
 
     def _derived_bound(self):
         """The function computing the program's derived bound.
@@ -301,7 +364,11 @@ def build_method(name: str, input_dim: int, settings: MethodSettings | None = No
         )
     activation = s.activation or ("leaky_relu" if name in GEDI_FAMILY else "relu")
     h, c = s.representation_dim, s.num_clusters
-    batch_norm = name in ("swav", "barlow")
+    prior = None
+    if s.label_prior is not None:
+        prior = torch.as_tensor(s.label_prior, dtype=torch.float64)
+        check_probability_vector("label_prior", prior, size=c)
+    batch_norm = name in ("swav", "sela", "barlow", "byol")
     layers = {"batch_norm": batch_norm, "activation": activation}
     encoder = mlp([input_dim, s.encoder_hidden, s.encoder_hidden, h], **layers)
     if name in GEDI_FAMILY:
@@ -309,7 +376,12 @@ def build_method(name: str, input_dim: int, settings: MethodSettings | None = No
             encoder, mlp([h, s.projector_hidden], final_activation=True, activation=activation)
         )
         program = GEDI(
-            network, s.projector_hidden, c, temperature=s.temperature, weights=GEDI_FAMILY[name]
+            network,
+            s.projector_hidden,
+            c,
+            temperature=s.temperature,
+            weights=GEDI_FAMILY[name],
+            prior=prior,
         )
         sampler = None
         if GEDI_FAMILY[name].generative > 0:
@@ -319,18 +391,24 @@ def build_method(name: str, input_dim: int, settings: MethodSettings | None = No
                 else PersistentLangevin(**s.langevin)
             )
         return Method(name, encoder, program, sampler=sampler, energy_penalty=s.energy_penalty)
-    if name in ("swav", "deepcluster"):
+    if name in ("swav", "deepcluster", "sela"):
         hidden = mlp([h, s.projector_hidden], final_activation=True, **layers)
         program = ClusterSSL(
             nn.Sequential(encoder, hidden),
             s.projector_hidden,
             c,
             temperature=s.swav_temperature,
-            auxiliary="sinkhorn" if name == "swav" else "hard",
-            normalize=name == "swav",
+            auxiliary="hard" if name == "deepcluster" else "sinkhorn",
+            normalize=name != "deepcluster",
+            symmetric=name != "sela",
+            sinkhorn_iterations=None if name == "sela" else 3,
+            prior=prior,
         )
         return Method(name, encoder, program)
     projector = mlp([h, s.projector_hidden, h], **layers)
+    if name == "byol":
+        predictor = mlp([h, s.projector_hidden, h], **layers)
+        return Method(name, encoder, head=projector, predictor=predictor)
     if name == "simclr":
         program = ContrastiveSSL(nn.Sequential(encoder, projector), candidates="both_views")
         return Method(name, encoder, program)

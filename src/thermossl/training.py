@@ -127,6 +127,7 @@ class TrainingRun:
     iteration: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # a driver's own state, checkpointed
 
 
 def to_device(run: TrainingRun, device: torch.device | str, seed: int = 0) -> TrainingRun:
@@ -171,6 +172,7 @@ def save_checkpoint(run: TrainingRun, path: Path) -> None:
         "buffer": None if run.buffer is None else tuple(run.buffer),
         "history": run.history,
         "seconds": run.seconds,
+        "extra": run.extra,
     }
     write_atomically(path, lambda temporary: torch.save(state, temporary), suffix=".pt")
 
@@ -184,21 +186,35 @@ def load_checkpoint(run: TrainingRun, path: Path) -> TrainingRun:
     if state["buffer"] is not None:
         run.buffer = type(run.buffer)(*state["buffer"])
     run.iteration, run.history, run.seconds = state["iteration"], state["history"], state["seconds"]
+    run.extra = state.get("extra", {})
     return run
 
 
 def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor) -> dict:
-    """One iteration: minibatch, augmentation, model samples, Adam step; returns the terms."""
-    method, generator = run.method, run.generator
-    device = inputs.device  # the generator lives on the inputs' device
-    index = torch.randint(inputs.shape[0], (config.batch_size,), generator=generator, device=device)
+    """One iteration: minibatch, augmentation, model samples, optimizer step; returns the terms."""
+    index = torch.randint(
+        inputs.shape[0], (config.batch_size,), generator=run.generator, device=inputs.device
+    )
     x1 = inputs[index]
-    noise = torch.randn(x1.shape, generator=generator, device=device)
-    x2 = x1 + config.augmentation_noise * noise
+    return optimization_step(run, config, x1, augment(x1, config, run.generator))
+
+
+def augment(x: torch.Tensor, config: TrainingConfig, generator: torch.Generator) -> torch.Tensor:
+    """The second view: ``x`` plus Gaussian noise of scale ``config.augmentation_noise``."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device)
+    return x + config.augmentation_noise * noise
+
+
+def optimization_step(
+    run: TrainingRun, config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor
+) -> dict:
+    """Model samples (if the method needs them) and one optimizer step on the pairs ``(x1, x2)``;
+    returns the loss and the bound's terms, per pair."""
+    method = run.method
     samples = None
     if method.needs_samples:
         run.buffer, samples, _ = method.sampler.sample(
-            run.buffer, method.energy, config.batch_size, generator=generator
+            run.buffer, method.energy, x1.shape[0], generator=run.generator
         )
     warming_up = method.needs_samples and run.iteration < config.generative_warmup
     with method.program.reweighted(invariance=0.0, prior=0.0) if warming_up else nullcontext():
@@ -208,6 +224,7 @@ def training_step(run: TrainingRun, config: TrainingConfig, inputs: torch.Tensor
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
+    method.after_step()
     return {"loss": float(loss.detach()), **terms}
 
 
