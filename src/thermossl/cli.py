@@ -893,7 +893,9 @@ def demon(
     typer.echo("|---|---|---|---|---|")
     for row in results:
         typer.echo(
-            f"| {row['method']} | {row['learning_rate']:g} | {row['share_nonpositive']:.3f} | "
+            f"| {row['method']} | {row['learning_rate']:g} | {row['share_nonpositive']:.3f}"
+            + (f" (diverged at step {row['cycles'] + 1})" if row["diverged"] else "")
+            + " | "
             f"{row['median_irreversible_work']:.3g} | {row['final_loss']:.4g} |"
         )
 
