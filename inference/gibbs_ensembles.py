@@ -58,10 +58,19 @@ whose :math:`\beta \to 0` limit is the uniform ensemble :math:`1/(NK)` of the ad
 Sec. IV.C. Other "GGE classes" (Sec. V) are new constraint sets: a non-uniform label prior, a
 confidence floor on labelled samples, a moment of any score.
 
-The solver is block-coordinate descent on :math:`D`, i.e. cyclic KL (Bregman) projections on the
-constraint sets: exact log-domain Sinkhorn scalings for the :math:`v` and :math:`u` blocks (in
-SwAV's order: labels, then samples) and damped Newton steps for the :math:`a` block (Jacobi-scaled
-covariance, a 10-nat trust region on the log-weights, Armijo backtracking on the dual).
+The solver starts with block-coordinate descent on :math:`D`, i.e. cyclic KL (Bregman)
+projections on the constraint sets: exact log-domain Sinkhorn scalings for the :math:`v` and
+:math:`u` blocks (in SwAV's order: labels, then samples) and damped Newton steps for the :math:`a`
+block (Jacobi-scaled covariance, a 10-nat trust region on the log-weights, Armijo backtracking on
+the dual). These sweeps converge linearly, at a rate that degrades towards one when the blocks
+are strongly coupled (large :math:`\beta`, confidence constraints that fight the energies: many
+thousand sweeps). As soon as the observed rate predicts more than a few further sweeps, the solver
+switches to damped Newton steps on all multipliers jointly (Newton–Sinkhorn, ref. 4), in float64:
+the Hessian of the dual in :math:`(u, v, a)` is the second moment of the indicators and features
+under :math:`q`, whose sample block is diagonal and is eliminated exactly, leaving a dense system
+of size :math:`K - 1 + M` (one label potential is fixed by the gauge :math:`u + \gamma,\ v -
+\gamma`); the same trust region and Armijo search keep the steps safe, and convergence is
+quadratic near the solution. Problems whose dense system exceeds 1024 unknowns keep the sweeps.
 
 References:
 
@@ -71,6 +80,8 @@ References:
 2. M. Cuturi (2013), "Sinkhorn distances: lightspeed computation of optimal transport", NeurIPS.
 3. I. Csiszár (1975), "I-divergence geometry of probability distributions and minimization
    problems", Annals of Probability 3(1) (cyclic I-projections onto linear families).
+4. C. Brauer, C. Clason, D. Lorenz, B. Wirth (2017), "A Sinkhorn-Newton method for entropic
+   optimal transport", arXiv:1710.06635 (Newton steps on the joint dual of the scalings).
 """
 
 from __future__ import annotations
@@ -102,6 +113,13 @@ _NEWTON_STEPS_PER_SWEEP = 20
 #: the solution the quadratic model of the log-partition function is poor (a feature with mass
 #: 1e-20 asks for a step of 1e16 where 46 nats would do), and the dual is near-linear there.
 _MAX_LOG_CHANGE = 10.0
+#: Largest dense Newton system (free label potentials plus feature multipliers) the joint solver
+#: builds; beyond it the solver runs the block-coordinate sweeps only.
+_JOINT_MAX_SIZE = 1024
+#: The block sweeps go on while their observed linear rate predicts at most this many more
+#: sweeps to the tolerance (a sweep costs a fraction of a joint Newton step); past it, or once a
+#: sweep stops contracting, joint Newton steps take over.
+_SWEEPS_AHEAD = 10
 
 
 class LinearConstraint(NamedTuple):
@@ -137,7 +155,8 @@ class GeneralizedGibbsEnsemble(NamedTuple):
         eq. 24); zero when the column marginal is unconstrained.
     :ivar torch.Tensor log_partition: ``[]`` :math:`\log Z`. With a constrained marginal the split
         of constants between the potentials and :math:`\log Z` is a gauge choice, not unique.
-    :ivar int iterations: sweeps run (one sweep = label scaling, sample scaling, Newton block).
+    :ivar int iterations: iterations run: block sweeps (one sweep = label scaling, sample
+        scaling, Newton block on the features) plus joint Newton steps on all multipliers.
     :ivar float violation: the largest absolute constraint violation of ``plan``, over the
         marginals and :math:`|\mathbb E_q[\phi_m] - t_m|`, each in its own units.
     """
@@ -162,6 +181,7 @@ def generalized_gibbs_ensemble(
     col_marginal: Marginal = "uniform",
     tolerance: float | None = None,
     max_iterations: int = 10_000,
+    initial: GeneralizedGibbsEnsemble | None = None,
 ) -> GeneralizedGibbsEnsemble:
     r"""Maximum-entropy ensemble at inverse temperature :math:`\beta` under linear constraints.
 
@@ -177,9 +197,12 @@ def generalized_gibbs_ensemble(
     Sinkhorn, as :func:`~thermossl.inference.sinkhorn.sinkhorn_knopp`), then takes damped
     Newton steps :math:`a \leftarrow a - \alpha\,\operatorname{Cov}_q[\phi]^{+}(t -
     \mathbb E_q[\phi])` (at most 10 nats of change in any log-weight per step) with Armijo
-    backtracking on the dual, until every constraint holds to ``tolerance``. Without features
-    and with both marginals constrained the sweeps are Sinkhorn-Knopp's log-domain scalings in
-    the same order, and the plan is ``sinkhorn_knopp``'s to the tolerance.
+    backtracking on the dual. Once the sweeps slow down (their linear rate predicts more than 10
+    further sweeps), damped Newton steps on all multipliers :math:`(u, v, a)` jointly take over,
+    computed in float64 whatever the input dtype, until every constraint holds to
+    ``tolerance``. Without features and with both marginals constrained the sweeps are
+    Sinkhorn-Knopp's log-domain scalings in the same order, and the plan is
+    ``sinkhorn_knopp``'s to the tolerance (whichever steps reach it).
 
     :param torch.Tensor energies: ``[N, K]`` energies :math:`\varepsilon_{ij}` of sample ``i``
         under label ``j``. Leading batch dimensions are rejected: solve batched problems one by
@@ -196,18 +219,25 @@ def generalized_gibbs_ensemble(
     :param float tolerance: the largest absolute constraint violation accepted (see
         :attr:`GeneralizedGibbsEnsemble.violation`); by default ``1e-9`` in float64 and
         ``1e-6`` in lower precision, as ``sinkhorn_knopp``.
-    :param int max_iterations: cap on the sweeps; reaching it without meeting ``tolerance``
-        emits a :class:`RuntimeWarning` with the violation reached (the usual cause is a set
-        of targets that no positive ensemble satisfies jointly, or a very large ``beta``).
+    :param int max_iterations: cap on the iterations (sweeps plus joint Newton steps); reaching
+        it without meeting ``tolerance`` emits a :class:`RuntimeWarning` with the violation
+        reached (the usual cause is a set of targets that no positive ensemble satisfies
+        jointly).
+    :param GeneralizedGibbsEnsemble initial: an earlier result on a problem of the same shape
+        (say the previous training step's), whose multipliers and potentials start the solver
+        instead of zeros; the potentials of an unconstrained marginal are ignored. Only the
+        starting point changes, not the solution.
     :returns: a :class:`GeneralizedGibbsEnsemble` (plan, multipliers, potentials,
-        :math:`\log Z`, sweeps, violation), in the energies' dtype and device.
-    :raises TypeError: if ``energies``, a marginal or a feature is not a floating tensor, or a
-        constraint is not a ``(features, target)`` pair.
+        :math:`\log Z`, iterations, violation), in the energies' dtype and device.
+    :raises TypeError: if ``energies``, a marginal or a feature is not a floating tensor, a
+        constraint is not a ``(features, target)`` pair, or ``initial`` is not a
+        :class:`GeneralizedGibbsEnsemble`.
     :raises ValueError: on non-finite inputs, ``beta <= 0``, a feature that does not broadcast
-        to ``[N, K]``, a marginal that is not positive or does not sum to one, or a target that
-        no positive ensemble with the requested marginals can reach (checked cheaply: the target
-        must lie strictly inside the range of :math:`\phi` allowed by the marginals, or equal the
-        value they fix).
+        to ``[N, K]``, a marginal that is not positive or does not sum to one, an ``initial``
+        whose fields are not ``[M]``, ``[N]`` and ``[K]``, or a target that no positive ensemble
+        with the requested marginals can reach (checked cheaply: the target must lie strictly
+        inside the range of :math:`\phi` allowed by the marginals, or equal the value they
+        fix).
 
     .. warning:: The plan sums to one over the whole matrix, like ``sinkhorn_knopp``; per-sample
         label distributions (SwAV's codes) are ``plan / plan.sum(-1, keepdim=True)``. The plan
@@ -249,9 +279,10 @@ def generalized_gibbs_ensemble(
     r = _marginal("row_marginal", row_marginal, energies, num_samples)
     c = _marginal("col_marginal", col_marginal, energies, num_labels)
     phi, t = _features(constraints, energies, r, c, tolerance)
+    _check_initial(initial, num_samples, num_labels, phi.shape[0])
 
     with torch.no_grad():
-        return _solve(energies.detach(), beta, phi, t, r, c, tolerance, max_iterations)
+        return _solve(energies.detach(), beta, phi, t, r, c, tolerance, max_iterations, initial)
 
 
 def _solve(
@@ -263,43 +294,173 @@ def _solve(
     c: Tensor | None,
     tolerance: float,
     max_iterations: int,
+    initial: GeneralizedGibbsEnsemble | None,
 ) -> GeneralizedGibbsEnsemble:
-    """Block-coordinate descent on the dual; ``phi`` is ``[M, N, K]``, ``t`` is ``[M]``."""
+    """Block sweeps while they converge fast, then joint Newton steps on the dual.
+
+    ``phi`` is ``[M, N, K]`` and ``t`` is ``[M]``, in the energies' dtype. The sweeps run in
+    that dtype; the switch to Newton moves every tensor to float64 and rebuilds ``log_q`` from
+    the multipliers there.
+    """
     num_samples, num_labels = energies.shape
-    log_q = -beta * energies
-    log_z = torch.logsumexp(log_q, dim=(-2, -1))
-    log_q = log_q - log_z
+    dtype = energies.dtype
+    dense_size = phi.shape[0] + (num_labels - 1 if c is not None else 0)
+    # without features or label marginal one sweep is exact; past the size cap, sweeps only
+    joint = 0 < dense_size <= _JOINT_MAX_SIZE
     u = energies.new_zeros(num_samples)
     v = energies.new_zeros(num_labels)
     a = energies.new_zeros(phi.shape[0])
-    log_r = None if r is None else r.log()
-    log_c = None if c is None else c.log()
+    if initial is not None:
+        u = initial.row_potential.to(energies) if r is not None else u
+        v = initial.col_potential.to(energies) if c is not None else v
+        a = initial.multipliers.to(energies)
+    log_q, log_z = _log_plan(energies, beta, phi, u, v, a)
     sweeps = 0
+    newton = False
+    previous = math.inf
     while True:
         sweeps += 1
-        if log_c is not None:
-            shift = torch.logsumexp(log_q, dim=-2) - log_c
-            log_q = log_q - shift
-            v = v + shift
-        if log_r is not None:
-            shift = torch.logsumexp(log_q, dim=-1) - log_r
-            log_q = log_q - shift.unsqueeze(-1)
-            u = u + shift
-        if phi.shape[0] > 0:
-            log_q, a, log_z = _newton_block(log_q, a, log_z, phi, t, tolerance)
+        step = _joint_newton_step(log_q, log_z, phi, t, r, c) if newton else None
+        if step is not None:
+            log_q, log_z, du, dv, da = step
+            u, v, a = u + du, v + dv, a + da
+        else:  # a block sweep: label scaling, sample scaling, Newton steps on the features
+            if c is not None:
+                shift = torch.logsumexp(log_q, dim=-2) - c.log()
+                log_q = log_q - shift
+                v = v + shift
+            if r is not None:
+                shift = torch.logsumexp(log_q, dim=-1) - r.log()
+                log_q = log_q - shift.unsqueeze(-1)
+                u = u + shift
+            if phi.shape[0] > 0:
+                log_q, a, log_z = _newton_block(log_q, a, log_z, phi, t, tolerance)
         violation = _violation(log_q.exp(), phi, t, r, c)
         if violation <= tolerance:
             break
         if sweeps >= max_iterations:
             warnings.warn(
                 f"generalized_gibbs_ensemble did not reach tolerance {tolerance:.1e} in "
-                f"{max_iterations} sweeps (largest constraint violation {violation:.2e}); raise "
-                "max_iterations, lower beta, or check that the targets are jointly feasible",
+                f"{max_iterations} iterations (largest constraint violation {violation:.2e}); "
+                "raise max_iterations, lower beta, or check that the targets are jointly feasible",
                 RuntimeWarning,
                 stacklevel=3,
             )
             break
-    return GeneralizedGibbsEnsemble(log_q.exp(), a, u, v, log_z, sweeps, violation)
+        if joint and not newton and sweeps > 1:
+            rate = violation / previous
+            newton = rate >= 1 or math.log(tolerance / violation) < _SWEEPS_AHEAD * math.log(rate)
+            if newton:  # the joint solver works in float64 whatever the input precision
+                energies, phi, t, u, v, a = (x.double() for x in (energies, phi, t, u, v, a))
+                r = None if r is None else r.double()
+                c = None if c is None else c.double()
+                log_q, log_z = _log_plan(energies, beta, phi, u, v, a)
+        previous = violation
+    plan = log_q.exp().to(dtype)
+    if plan.dtype != log_q.dtype:  # report the violation of the plan actually returned
+        violation = _violation(plan.to(log_q.dtype), phi, t, r, c)
+    return GeneralizedGibbsEnsemble(
+        plan, a.to(dtype), u.to(dtype), v.to(dtype), log_z.to(dtype), sweeps, violation
+    )
+
+
+def _log_plan(
+    energies: Tensor, beta: float, phi: Tensor, u: Tensor, v: Tensor, a: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""The normalized log-plan of eq. (10) at the given multipliers, and its :math:`\log Z`."""
+    log_q = -beta * energies - u[:, None] - v[None, :]
+    if phi.shape[0] > 0:
+        log_q = log_q - torch.einsum("m,mnk->nk", a, phi)
+    log_z = torch.logsumexp(log_q, dim=(-2, -1))
+    return log_q - log_z, log_z
+
+
+def _joint_newton_step(
+    log_q: Tensor, log_z: Tensor, phi: Tensor, t: Tensor, r: Tensor | None, c: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+    r"""One damped Newton step on the whole dual; ``None`` if it finds no descent.
+
+    The Newton system is that of the unnormalized dual :math:`F(w) = \sum_{ij} e^{-\beta
+    \varepsilon_{ij} - w\cdot T_{ij}} + w\cdot\tau` over all multipliers :math:`w = (u, v, a)`
+    with statistics :math:`T_{ij}` (row indicators, column indicators, features) and targets
+    :math:`\tau = (r, c, t)`, whose Hessian :math:`\sum_{ij} q_{ij} T_{ij} T_{ij}^\top` has a
+    diagonal row block. Without a row marginal a single normalization multiplier :math:`z`
+    (statistic 1, target 1) takes the place of :math:`u`, as one row spanning the whole matrix.
+    The row block is eliminated exactly (its Schur complement is the within-row covariance
+    :math:`\sum_i \rho_i \operatorname{Cov}_{q_{i\cdot}/\rho_i}[T]` of the label indicators
+    and features); the gauge :math:`u + \gamma, v - \gamma` is fixed by keeping :math:`v_0`;
+    the remaining ``K - 1 + M`` system is solved by :func:`_pseudo_solve`. At a normalized
+    ``log_q`` the gradients of :math:`F` and of :math:`D` agree, so the direction descends on
+    :math:`D`, on which the Armijo search runs (after the 10-nat trust region of the block
+    solver); each accepted step is renormalized, the exact minimization of :math:`F` over the
+    normalization.
+    """
+    num_features = phi.shape[0]
+    num_samples, num_labels = log_q.shape
+    q = log_q.exp()
+    if r is not None:  # one group per row: eliminate u
+        rho = q.sum(-1)
+        group_labels = q  # [G, K]: mass of each group on each label
+        b_group = rho - r
+        phi_bar = (phi * q).sum(-1) / rho  # [M, G]
+        centred = phi - phi_bar[..., None]
+        group_target = r
+    else:  # one group spanning the matrix: eliminate the normalization z
+        rho = q.sum().reshape(1)
+        group_labels = q.sum(-2, keepdim=True)
+        b_group = rho - 1
+        phi_bar = (phi * q).sum((-2, -1)).unsqueeze(-1) / rho  # [M, 1]
+        centred = phi - phi_bar[..., None]
+        group_target = rho.new_ones(1)
+    mean = (phi * q).sum((-2, -1))
+    centred_flat = centred.reshape(num_features, num_samples * num_labels)
+    s_aa = (centred_flat * q.reshape(1, -1)) @ centred_flat.T
+    rhs_a = (mean - t) - phi_bar @ b_group
+    if c is not None:  # v_0 stays fixed (the gauge u + gamma, v - gamma)
+        kappa = q.sum(-2)
+        # within-group covariance of the label indicators: a Laplacian (rows sum to zero), whose
+        # diagonal is rebuilt from the off-diagonal to avoid cancellation at large beta
+        s_vv = -(group_labels.T @ (group_labels / rho[:, None]))
+        s_vv.diagonal().zero_()
+        s_vv.diagonal().copy_(-s_vv.sum(-1))
+        s_vv = s_vv[1:, 1:]
+        s_va = (centred * q).sum(-2).T[1:]  # [K - 1, M]
+        rhs_v = ((kappa - c) - group_labels.T @ (b_group / rho))[1:]
+    else:
+        s_vv, s_va, rhs_v = q.new_zeros(0, 0), q.new_zeros(0, num_features), q.new_zeros(0)
+    schur = torch.cat([torch.cat([s_vv, s_va], 1), torch.cat([s_va.T, s_aa], 1)])
+    solution = _pseudo_solve((schur + schur.T) / 2, torch.cat([rhs_v, rhs_a]))
+    dv = q.new_zeros(num_labels)
+    dv[num_labels - rhs_v.shape[0] :] = solution[: rhs_v.shape[0]]
+    da = solution[rhs_v.shape[0] :]
+    d_group = (b_group - group_labels @ dv) / rho - da @ phi_bar
+    change = torch.einsum("m,mnk->nk", da, phi) + dv[None, :] + d_group[:, None]
+    largest_change = float(change.abs().max())
+    if largest_change > _MAX_LOG_CHANGE:
+        scale = _MAX_LOG_CHANGE / largest_change
+        d_group, dv, da, change = scale * d_group, scale * dv, scale * da, scale * change
+    gradient_dot = b_group @ d_group + (mean - t) @ da
+    target_dot = d_group @ group_target + da @ t
+    if c is not None:
+        gradient_dot = gradient_dot + (kappa - c) @ dv
+        target_dot = target_dot + c @ dv
+    slope, target_dot = -float(gradient_dot), float(target_dot)
+    if not slope < 0:
+        return None
+    rounding = 64 * torch.finfo(log_q.dtype).eps
+    step = 1.0
+    for _ in range(_MAX_HALVINGS):
+        shifted = log_q - step * change
+        shift = torch.logsumexp(shifted, dim=(-2, -1))
+        dual = float(shift) + step * target_dot
+        if dual <= _ARMIJO * step * slope + rounding:
+            break
+        step /= 2
+    else:
+        return None
+    du = step * d_group if r is not None else q.new_zeros(num_samples)
+    log_z = log_z + shift + (step * d_group[0] if r is None else 0.0)
+    return shifted - shift, log_z, du, step * dv, step * da
 
 
 def _newton_block(
@@ -377,6 +538,30 @@ def _violation(q: Tensor, phi: Tensor, t: Tensor, r: Tensor | None, c: Tensor | 
     if phi.shape[0] > 0:
         errors.append(((phi * q).sum((-2, -1)) - t).abs())
     return float(torch.cat(errors).max())
+
+
+def _check_initial(initial: object, num_samples: int, num_labels: int, num_features: int) -> None:
+    if initial is None:
+        return
+    if not isinstance(initial, GeneralizedGibbsEnsemble):
+        raise TypeError(
+            "initial must be a GeneralizedGibbsEnsemble (an earlier result) or None, got "
+            f"{type(initial).__name__}"
+        )
+    for field, size in (
+        ("multipliers", num_features),
+        ("row_potential", num_samples),
+        ("col_potential", num_labels),
+    ):
+        value = getattr(initial, field)
+        name = f"initial.{field}"
+        check_tensor(name, value)
+        if tuple(value.shape) != (size,):
+            raise ValueError(
+                f"{name} must have shape ({size},) to warm-start this problem, got "
+                f"{tuple(value.shape)}"
+            )
+        check_finite(name, value)
 
 
 def _marginal(name: str, marginal: object, energies: Tensor, size: int) -> Tensor | None:
