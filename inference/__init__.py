@@ -13,6 +13,13 @@ from thermossl.inference.gradients import TracedGradient, minibatch_gradient
 from thermossl.inference.kalman import KalmanFilterResult, kalman_filter
 from thermossl.inference.potentials import ParameterLayout, Potential, Site
 from thermossl.inference.psgld import PreconditionedSGLD
+from thermossl.inference.quasi_static import (
+    conserving_rates,
+    data_tangent,
+    equilibrium_tangents,
+    geodesic_transfer_rates,
+    rise_and_anneal,
+)
 from thermossl.inference.sampling import sample
 from thermossl.inference.schedules import CyclicalSchedule
 from thermossl.inference.sghmc import SGHMC
@@ -31,9 +38,14 @@ __all__ = [
     "PreconditionedSGLD",
     "Site",
     "TracedGradient",
+    "conserving_rates",
+    "data_tangent",
+    "equilibrium_tangents",
     "generalized_gibbs_ensemble",
+    "geodesic_transfer_rates",
     "kalman_filter",
     "minibatch_gradient",
+    "rise_and_anneal",
     "sample",
     "sinkhorn_knopp",
 ]
