@@ -400,8 +400,12 @@ class ChainFunctionals:
         labels: Tensor,
         indices: Tensor,
         latent_noise: Tensor,
+        point_parameters: dict[str, Tensor] | None = None,
     ) -> Functionals:
         """The functionals, each ``[C]``, for ``theta`` ``[C, P]`` and ``latent_noise`` ``[C, B, L]``.
+
+        ``point_parameters`` (names as in ``worlds.named_parameters()``) replace the module's own
+        point estimates, so the functionals can be read as a pure function of all parameters.
 
         :raises ValueError: on inputs :meth:`DigitsWorlds.check_inputs` rejects, or when
             ``theta`` and ``latent_noise`` disagree on the number of chains.
@@ -413,6 +417,12 @@ class ChainFunctionals:
             )
         self.worlds.check_inputs(pixels, labels, indices, latent_noise[0], theta[0])
         parameters = dict(self._derivation.named_parameters())
+        if point_parameters is not None:
+            for name, value in point_parameters.items():
+                key = f"worlds.{name}"
+                if key not in parameters:
+                    raise ValueError(f"point_parameters names an unknown parameter {name!r}")
+                parameters[key] = value
         buffers = dict(self._derivation.named_buffers())
         inputs = (theta[0], latent_noise[0], pixels, labels, indices)
         key = tuple((tuple(value.shape), value.dtype, value.device) for value in inputs)
