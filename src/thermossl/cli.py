@@ -900,6 +900,53 @@ def demon(
         )
 
 
+@app.command()
+def iso(
+    data: Annotated[str, typer.Option(help="digits (scikit-learn's bundled set).")] = "digits",
+    lambda_: Annotated[
+        float, typer.Option("--lambda", help="Initial λ, the distortion's multiplier (> 0).")
+    ] = 0.5,
+    gamma: Annotated[
+        float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
+    ] = 5.0,
+    steps: Annotated[int, typer.Option(help="Steps of the iso-classification process.")] = 20,
+    alpha: Annotated[float, typer.Option(help="α, the process's time scale (eq. 31).")] = 30.0,
+    initial_steps: Annotated[int, typer.Option(help="Adam steps to reach the surface.")] = 20_000,
+    equilibration_steps: Annotated[
+        int, typer.Option(help="Rise-and-anneal steps after each change of (λ, γ).")
+    ] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/iso"),
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+) -> None:
+    """The iso-classification process on the equilibrium surface (paper 002, Remark 7):
+    path.csv (step, lambda, gamma, R, D, C), equilibration.csv, iso_path.png, metrics.json."""
+    from thermossl.equilibrium_surface import SurfaceConfig, run_iso_classification
+
+    if data != "digits":
+        raise typer.BadParameter(f"only digits is available, got {data!r}", param_hint="--data")
+    config = SurfaceConfig(
+        lambda_=lambda_,
+        gamma=gamma,
+        steps=steps,
+        alpha=alpha,
+        initial_steps=initial_steps,
+        equilibration_steps=equilibration_steps,
+        seed=seed,
+    )
+    try:
+        metrics = run_iso_classification(config, out, resume=resume)
+    except (ValueError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    start, end = metrics["start"], metrics["end"]
+    typer.echo(
+        f"(λ, γ): ({start['lambda']:.3f}, {start['gamma']:.3f}) -> ({end['lambda']:.3f}, "
+        f"{end['gamma']:.3f}); C {start['C']:.4f} -> {end['C']:.4f} (largest change "
+        f"{metrics['largest_relative_change_of_C']:.1%}); R {start['R']:.2f} -> {end['R']:.2f}; "
+        f"D {start['D']:.2f} -> {end['D']:.2f}; files in {out}"
+    )
+
+
 def main() -> None:
     app()
 

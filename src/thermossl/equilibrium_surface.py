@@ -1,0 +1,377 @@
+r"""Training to the equilibrium surface and the practical iso-classification process (paper 002).
+
+The model is :class:`~thermossl.models.therml_digits.DigitsWorlds` (encoder, marginal, decoder,
+classifier; every parameter a point estimate). Three pieces:
+
+* :func:`equilibrate`: Adam steps on :math:`J = R + \lambda D + \gamma C` whose learning rate
+  follows :func:`~thermossl.inference.quasi_static.rise_and_anneal` (§5.1); with ``peak`` constant
+  it is plain training.
+* :func:`classification_derivatives`: :math:`\partial C/\partial\lambda` and
+  :math:`\partial C/\partial\gamma` by central finite differences, each side re-equilibrated from
+  the current parameters (Remark 7).
+* :func:`run_iso_classification`: Remark 7's process, :math:`\dot\lambda = -\alpha\,\partial
+  C/\partial\gamma`, :math:`\dot\gamma = \alpha\,\partial C/\partial\lambda` (eq. 31), each change of
+  :math:`(\lambda, \gamma)` followed by an equilibration, logging :math:`R, D, C` per step.
+
+**Common random numbers.** Every equilibration draws the encoder's noise from a generator seeded
+by the process step only, so the finite-difference branches see the same noise and their
+difference measures the multipliers, not the draws. The functionals are read with a fixed set of
+noise draws (``evaluation_draws`` per example) on the whole training set.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from thermossl._validation import check_positive, check_positive_integer
+from thermossl.inference.quasi_static import conserving_rates, rise_and_anneal
+from thermossl.models.therml_digits import ChainFunctionals, DigitsData, DigitsWorlds, digits_data
+from thermossl.runs import environment, write_atomically, write_csv, write_figure, write_json
+
+#: Learning-rate schedules of :func:`equilibrate`.
+SCHEDULES = ("rise_and_anneal", "step_decay", "constant")
+
+__all__ = [
+    "SCHEDULES",
+    "SurfaceConfig",
+    "SurfaceState",
+    "classification_derivatives",
+    "equilibrate",
+    "evaluate_functionals",
+    "iso_classification_step",
+    "run_iso_classification",
+]
+
+
+@dataclass
+class SurfaceConfig:
+    r"""Settings of a run on the equilibrium surface (paper 002, §5.1, scaled to digits).
+
+    ``initial_steps`` Adam steps at ``learning_rate`` reach the surface at :math:`(\lambda_0,
+    \gamma_0)`; each change of the multipliers is followed by ``equilibration_steps`` steps whose
+    learning rate rises to ``peak_learning_rate`` and anneals to zero. ``difference`` is the
+    finite-difference step :math:`h` relative to each multiplier; ``alpha`` scales the process's
+    time (eq. 31).
+    """
+
+    lambda_: float = 0.5
+    gamma: float = 5.0
+    steps: int = 20
+    alpha: float = 1.0
+    initial_steps: int = 3000
+    learning_rate: float = 1e-3
+    equilibration_steps: int = 300
+    peak_learning_rate: float = 1.5e-3
+    difference: float = 0.05
+    batch_size: int = 256
+    latent_dim: int = 6
+    hidden: int = 48
+    evaluation_draws: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("lambda_", "gamma", "alpha", "learning_rate", "peak_learning_rate"):
+            check_positive(name, getattr(self, name))
+        if not 0 < self.difference < 1:
+            raise ValueError(f"difference must lie in (0, 1), got {self.difference!r}")
+        for name in (
+            "steps",
+            "initial_steps",
+            "equilibration_steps",
+            "batch_size",
+            "latent_dim",
+            "hidden",
+            "evaluation_draws",
+        ):
+            check_positive_integer(name, getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SurfaceState:
+    """Where a process stands: the model, the multipliers and the process step."""
+
+    worlds: DigitsWorlds
+    lambda_: float
+    gamma: float
+    step: int = 0
+
+
+def _head(worlds: DigitsWorlds) -> Tensor:
+    return torch.cat([worlds.encoder_head.weight.flatten(), worlds.encoder_head.bias])
+
+
+def _objective(
+    chains: ChainFunctionals, data: DigitsData, indices: Tensor, noise: Tensor, lambda_, gamma
+):
+    values = chains(
+        _head(chains.worlds)[None], data.train_pixels, data.train_labels, indices, noise[None]
+    )
+    return values.rate[0] + lambda_ * values.distortion[0] + gamma * values.classification[0]
+
+
+def equilibrate(
+    worlds: DigitsWorlds,
+    data: DigitsData,
+    lambda_: float,
+    gamma: float,
+    steps: int,
+    peak_learning_rate: float,
+    *,
+    seed: int,
+    batch_size: int = 256,
+    schedule: str = "rise_and_anneal",
+) -> list[float]:
+    r"""Adam on :math:`J(\lambda, \gamma)` for ``steps`` minibatch steps; returns :math:`J` per step.
+
+    ``schedule="rise_and_anneal"`` sets step :math:`t`'s rate to :func:`rise_and_anneal`
+    :math:`(t, T)`; ``"step_decay"`` divides ``peak_learning_rate`` by 10 at 5/12 and 10/12 of the
+    steps (the drops at epochs 50 and 100 of 120 in §5.1); ``"constant"`` keeps it. Minibatches
+    and the encoder's noise come from a generator seeded with ``seed`` (common random numbers
+    across calls).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    chains = ChainFunctionals(worlds)
+    optimizer = torch.optim.Adam(worlds.parameters(), lr=peak_learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    size = data.train_pixels.shape[0]
+    history = []
+    for step in range(steps):
+        if schedule == "rise_and_anneal":
+            rate = rise_and_anneal(step + 1, steps + 1, peak_learning_rate)
+        elif schedule == "step_decay":  # / 10 at 50 and 100 of 120 epochs, as in §5.1
+            rate = peak_learning_rate * 0.1 ** (
+                (step >= 5 * steps // 12) + (step >= 10 * steps // 12)
+            )
+        else:
+            rate = peak_learning_rate
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        indices = torch.randint(size, (min(batch_size, size),), generator=generator)
+        noise = torch.randn(indices.shape[0], worlds.latent_dim, generator=generator)
+        loss = _objective(chains, data, indices, noise.to(data.train_pixels.dtype), lambda_, gamma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    return history
+
+
+@torch.no_grad()
+def evaluate_functionals(
+    worlds: DigitsWorlds, pixels: Tensor, labels: Tensor, draws: int = 4, seed: int = 12345
+) -> dict[str, float]:
+    r""":math:`R, D, C` per example on ``(pixels, labels)``, averaged over ``draws`` fixed noise
+    draws per example, and the accuracy of the classifier at the encoder's mean."""
+    chains = ChainFunctionals(worlds)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(draws, pixels.shape[0], worlds.latent_dim, generator=generator)
+    head = _head(worlds).expand(draws, -1)
+    indices = torch.arange(pixels.shape[0])
+    values = chains(head, pixels, labels, indices, noise.to(pixels.dtype))
+    loc, _ = worlds.encoder(pixels)
+    accuracy = (worlds.classifier_logits(loc).argmax(-1) == labels).double().mean()
+    return {
+        "R": float(values.rate.mean()),
+        "D": float(values.distortion.mean()),
+        "C": float(values.classification.mean()),
+        "accuracy": float(accuracy),
+    }
+
+
+def classification_derivatives(
+    state: SurfaceState, data: DigitsData, config: SurfaceConfig
+) -> dict[str, float]:
+    r"""Central differences of the re-equilibrated :math:`C` (and :math:`D, R`) in :math:`\lambda`
+    and :math:`\gamma` (Remark 7): each side starts from ``state.worlds`` and equilibrates for
+    ``config.equilibration_steps`` with the same noise (seeded by the step)."""
+    results: dict[str, float] = {}
+    for name in ("lambda_", "gamma"):
+        h = config.difference * getattr(state, name)
+        sides = []
+        for sign in (1, -1):
+            multipliers = {"lambda_": state.lambda_, "gamma": state.gamma}
+            multipliers[name] += sign * h
+            worlds = copy.deepcopy(state.worlds)
+            equilibrate(
+                worlds,
+                data,
+                multipliers["lambda_"],
+                multipliers["gamma"],
+                config.equilibration_steps,
+                config.peak_learning_rate,
+                seed=config.seed + 1000 * (state.step + 1),
+                batch_size=config.batch_size,
+            )
+            sides.append(
+                evaluate_functionals(
+                    worlds, data.train_pixels, data.train_labels, config.evaluation_draws
+                )
+            )
+        for functional in ("R", "D", "C"):
+            key = f"d{functional}/d{'lambda' if name == 'lambda_' else 'gamma'}"
+            results[key] = (sides[0][functional] - sides[1][functional]) / (2 * h)
+    return results
+
+
+def iso_classification_step(
+    state: SurfaceState, data: DigitsData, config: SurfaceConfig
+) -> dict[str, float]:
+    """One step of Remark 7's process: finite differences, new multipliers (eq. 31), equilibration.
+    Returns the row logged for the step."""
+    derivatives = classification_derivatives(state, data, config)
+    lambda_dot, gamma_dot = conserving_rates(
+        derivatives["dC/dlambda"], derivatives["dC/dgamma"], config.alpha
+    )
+    state.lambda_ = max(state.lambda_ + lambda_dot, 1e-6)
+    state.gamma = max(state.gamma + gamma_dot, 1e-6)
+    state.step += 1
+    free_energy = equilibrate(
+        state.worlds,
+        data,
+        state.lambda_,
+        state.gamma,
+        config.equilibration_steps,
+        config.peak_learning_rate,
+        seed=config.seed + 1000 * state.step + 1,
+        batch_size=config.batch_size,
+    )
+    values = evaluate_functionals(
+        state.worlds, data.train_pixels, data.train_labels, config.evaluation_draws
+    )
+    return {
+        "step": state.step,
+        "lambda": state.lambda_,
+        "gamma": state.gamma,
+        **values,
+        **derivatives,
+        "free_energy_trace": free_energy,
+    }
+
+
+def _checkpoint(out: Path, state: SurfaceState, rows: list, equilibrations: list) -> None:
+    payload = {
+        "worlds": state.worlds.state_dict(),
+        "lambda_": state.lambda_,
+        "gamma": state.gamma,
+        "step": state.step,
+        "rows": rows,
+        "equilibrations": equilibrations,
+    }
+    write_atomically(out / "checkpoint.pt", lambda path: torch.save(payload, path), suffix=".pt")
+
+
+def run_iso_classification(
+    config: SurfaceConfig, out: Path, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    r"""Reach the surface at :math:`(\lambda_0, \gamma_0)`, then run ``config.steps`` steps of the
+    iso-classification process; write ``path.csv`` (``step, lambda, gamma, R, D, C`` and more),
+    ``equilibration.csv`` (:math:`J` during each equilibration, Fig. 4a), ``iso_path.png`` and
+    ``metrics.json``. A checkpoint after every step makes the run resumable.
+    """
+    config.validate()
+    out = Path(out)
+    data = digits_data()
+    checkpoint = out / "checkpoint.pt"
+    worlds = DigitsWorlds(latent_dim=config.latent_dim, hidden=config.hidden, seed=config.seed)
+    state = SurfaceState(worlds, config.lambda_, config.gamma)
+    rows: list[dict[str, float]] = []
+    equilibrations: list[dict[str, float]] = []
+    write_json(out / "config.json", {**config.to_dict(), "environment": environment()})
+    if resume:
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"no checkpoint to resume in {out}")
+        saved = torch.load(checkpoint, weights_only=False)
+        worlds.load_state_dict(saved["worlds"])
+        state.lambda_, state.gamma, state.step = saved["lambda_"], saved["gamma"], saved["step"]
+        rows, equilibrations = saved["rows"], saved["equilibrations"]
+    else:
+        equilibrate(
+            worlds,
+            data,
+            config.lambda_,
+            config.gamma,
+            config.initial_steps,
+            config.learning_rate,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            schedule="step_decay",
+        )
+        start = evaluate_functionals(
+            worlds, data.train_pixels, data.train_labels, config.evaluation_draws
+        )
+        rows.append({"step": 0, "lambda": state.lambda_, "gamma": state.gamma, **start})
+        _checkpoint(out, state, rows, equilibrations)
+    bar = tqdm(
+        total=config.steps, initial=state.step, desc="iso-classification", disable=not progress
+    )
+    try:
+        while state.step < config.steps:
+            row = iso_classification_step(state, data, config)
+            equilibrations.extend(
+                {"step": state.step, "t": t, "J": value}
+                for t, value in enumerate(row.pop("free_energy_trace"))
+            )
+            rows.append(row)
+            _checkpoint(out, state, rows, equilibrations)
+            bar.update(1)
+            bar.set_postfix(
+                C=f"{row['C']:.4f}", lam=f"{state.lambda_:.3f}", gam=f"{state.gamma:.3f}"
+            )
+    finally:
+        bar.close()
+    write_csv(out / "path.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
+    write_csv(out / "equilibration.csv", equilibrations, ["step", "t", "J"])
+    test = evaluate_functionals(worlds, data.test_pixels, data.test_labels, config.evaluation_draws)
+    first, last = rows[0], rows[-1]
+    metrics = {
+        "start": first,
+        "end": last,
+        "largest_relative_change_of_C": max(abs(r["C"] - first["C"]) / first["C"] for r in rows),
+        "relative_change_of_R": (last["R"] - first["R"]) / first["R"],
+        "relative_change_of_D": (last["D"] - first["D"]) / first["D"],
+        "test": test,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_figure(out / "iso_path.png", iso_figure(rows, equilibrations))
+    return metrics
+
+
+def iso_figure(rows: list[dict[str, float]], equilibrations: list[dict[str, float]]):
+    """Four panels: the (R, D) path, the multipliers, C per step, and J during equilibrations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    axes[0].plot([r["R"] for r in rows], [r["D"] for r in rows], marker="o", markersize=3)
+    axes[0].set(xlabel="rate R", ylabel="distortion D", title="rate-distortion path")
+    axes[1].plot([r["lambda"] for r in rows], [r["gamma"] for r in rows], marker="o", markersize=3)
+    axes[1].set(xlabel="λ", ylabel="γ", title="multipliers")
+    steps = [r["step"] for r in rows]
+    axes[2].plot(steps, [r["C"] for r in rows], marker="o", markersize=3)
+    c0 = rows[0]["C"]
+    axes[2].axhspan(0.97 * c0, 1.03 * c0, color="grey", alpha=0.2, label="±3 %")
+    axes[2].set(xlabel="process step", ylabel="classification loss C", title="iso-classification")
+    axes[2].legend()
+    for step in sorted({e["step"] for e in equilibrations})[-3:]:
+        trace = [e["J"] for e in equilibrations if e["step"] == step]
+        axes[3].plot(trace, alpha=0.7, label=f"step {step}")
+    axes[3].set(
+        xlabel="equilibration step", ylabel="J on the minibatch", title="free energy (Fig. 4a)"
+    )
+    axes[3].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
