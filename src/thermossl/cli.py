@@ -915,6 +915,9 @@ def iso(
     equilibration_steps: Annotated[
         int, typer.Option(help="Rise-and-anneal steps after each change of (λ, γ).")
     ] = 300,
+    peak_learning_rate: Annotated[
+        float, typer.Option(help="The equilibration's peak learning rate.")
+    ] = 1.5e-3,
     seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/iso"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
@@ -932,6 +935,7 @@ def iso(
         alpha=alpha,
         initial_steps=initial_steps,
         equilibration_steps=equilibration_steps,
+        peak_learning_rate=peak_learning_rate,
         seed=seed,
     )
     try:

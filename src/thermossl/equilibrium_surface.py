@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def equilibrate(
     seed: int,
     batch_size: int = 256,
     schedule: str = "rise_and_anneal",
+    record_every: int | None = None,
 ) -> list[float]:
     r"""Adam on :math:`J(\lambda, \gamma)` for ``steps`` minibatch steps; returns :math:`J` per step.
 
@@ -138,7 +140,9 @@ def equilibrate(
     :math:`(t, T)`; ``"step_decay"`` divides ``peak_learning_rate`` by 10 at 5/12 and 10/12 of the
     steps (the drops at epochs 50 and 100 of 120 in §5.1); ``"constant"`` keeps it. Minibatches
     and the encoder's noise come from a generator seeded with ``seed`` (common random numbers
-    across calls).
+    across calls). With ``record_every``, the returned values are instead :math:`J` on the whole
+    training set (fixed noise draws, :func:`evaluate_functionals`) before the first step and every
+    ``record_every`` steps: the free energy during equilibration (Fig. 4a).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -147,6 +151,14 @@ def equilibrate(
     generator = torch.Generator().manual_seed(seed)
     size = data.train_pixels.shape[0]
     history = []
+
+    def full_objective() -> float:
+        values = evaluate_functionals(worlds, data.train_pixels, data.train_labels)
+        return values["R"] + lambda_ * values["D"] + gamma * values["C"]
+
+    if record_every is not None:
+        check_positive_integer("record_every", record_every)
+        history.append(full_objective())
     for step in range(steps):
         if schedule == "rise_and_anneal":
             rate = rise_and_anneal(step + 1, steps + 1, peak_learning_rate)
@@ -164,7 +176,10 @@ def equilibrate(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history.append(float(loss.detach()))
+        if record_every is None:
+            history.append(float(loss.detach()))
+        elif (step + 1) % record_every == 0 or step + 1 == steps:
+            history.append(full_objective())
     return history
 
 
@@ -246,6 +261,7 @@ def iso_classification_step(
         config.peak_learning_rate,
         seed=config.seed + 1000 * state.step + 1,
         batch_size=config.batch_size,
+        record_every=max(1, config.equilibration_steps // 12),
     )
     values = evaluate_functionals(
         state.worlds, data.train_pixels, data.train_labels, config.evaluation_draws
@@ -341,6 +357,12 @@ def run_iso_classification(
         "largest_relative_change_of_C": max(abs(r["C"] - first["C"]) / first["C"] for r in rows),
         "relative_change_of_R": (last["R"] - first["R"]) / first["R"],
         "relative_change_of_D": (last["D"] - first["D"]) / first["D"],
+        # eq. 29 along the path: the change of R against the sum of -lambda dD (midpoint lambda)
+        "change_of_R": last["R"] - first["R"],
+        "sum_of_minus_lambda_dD": sum(
+            -(a["lambda"] + b["lambda"]) / 2 * (b["D"] - a["D"])
+            for a, b in itertools.pairwise(rows)
+        ),
         "test": test,
     }
     write_json(out / "metrics.json", metrics)
