@@ -160,6 +160,21 @@ def _objective(functionals: Functionals, lambda_: float, gamma: float):
     return objective
 
 
+def _hessian_solver(
+    objective: Callable[[Tensor], Tensor],
+    theta: Tensor,
+    damping: float,
+    tolerance: float,
+    max_iterations: int | None,
+) -> Callable[[Tensor], CGResult]:
+    """``b -> (A + damping I)^{-1} b`` by conjugate gradients, A the Hessian of ``objective``."""
+
+    def matvec(vector: Tensor) -> Tensor:
+        return hessian_vector_product(objective, theta, vector) + damping * vector
+
+    return lambda b: conjugate_gradient(matvec, b, tolerance, max_iterations)
+
+
 def _gradients(functionals: Functionals, theta: Tensor) -> dict[str, Tensor]:
     jacobian = torch.func.jacrev(lambda t: torch.stack(functionals(t)))(theta)
     return dict(zip(("rate", "distortion", "classification"), jacobian, strict=True))
@@ -200,16 +215,11 @@ def equilibrium_tangents(
     if not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping!r}")
     theta = theta.detach()
-    objective = _objective(functionals, lambda_, gamma)
-
-    def matvec(vector: Tensor) -> Tensor:
-        return hessian_vector_product(objective, theta, vector) + damping * vector
-
-    gradients = _gradients(functionals, theta)
-    solves = tuple(
-        conjugate_gradient(matvec, -gradients[name], tolerance, max_iterations)
-        for name in ("distortion", "classification")
+    solve = _hessian_solver(
+        _objective(functionals, lambda_, gamma), theta, damping, tolerance, max_iterations
     )
+    gradients = _gradients(functionals, theta)
+    solves = tuple(solve(-gradients[name]) for name in ("distortion", "classification"))
     theta_lambda, theta_gamma = solves[0].solution, solves[1].solution
     derivatives = {
         name: (float(gradient.dot(theta_lambda)), float(gradient.dot(theta_gamma)))
@@ -274,15 +284,12 @@ def data_tangent(
         max_iterations=max_iterations,
     )
     theta = theta.detach()
-    objective = _objective(mixture, lambda_, gamma)
+    solve = _hessian_solver(
+        _objective(mixture, lambda_, gamma), theta, damping, tolerance, max_iterations
+    )
     source_gradient = torch.func.grad(_objective(functionals_source, lambda_, gamma))(theta)
     target_gradient = torch.func.grad(_objective(functionals_target, lambda_, gamma))(theta)
-
-    def matvec(vector: Tensor) -> Tensor:
-        return hessian_vector_product(objective, theta, vector) + damping * vector
-
-    solve = conjugate_gradient(matvec, source_gradient - target_gradient, tolerance, max_iterations)
-    theta_t = solve.solution
+    theta_t = solve(source_gradient - target_gradient).solution
     with torch.no_grad():
         explicit = [
             float(u - s)

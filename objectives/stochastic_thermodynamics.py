@@ -52,7 +52,7 @@ import math
 import torch
 from torch import Tensor
 
-from thermossl._validation import check_finite, check_tensor
+from thermossl._validation import check_tensor
 
 __all__ = [
     "ensemble_entropy",
@@ -307,14 +307,3 @@ def irreversible_work(
     return beta * work(ensemble, energies_before, energies_after) - (
         row_marginal * free_energy_change
     ).sum(-1)
-
-
-def check_ensemble(name: str, ensemble: Tensor, tolerance: float = 1e-5) -> None:
-    """Raise a ``ValueError`` unless ``ensemble`` is finite, non-negative and sums to one."""
-    check_tensor(name, ensemble, min_dim=2)
-    check_finite(name, ensemble)
-    if bool((ensemble < 0).any()):
-        raise ValueError(f"{name} must be non-negative")
-    total = ensemble.sum((-2, -1))
-    if not torch.allclose(total, torch.ones_like(total), atol=tolerance, rtol=0):
-        raise ValueError(f"{name} must sum to 1 over its last two dimensions")

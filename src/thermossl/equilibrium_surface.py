@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,17 @@ class SurfaceState:
     step: int = 0
 
 
+_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _chains(worlds: DigitsWorlds) -> ChainFunctionals:
+    """The model's :class:`ChainFunctionals`, kept with it: the derivation is recorded once per
+    input shape, not at every equilibration (a recording costs ~0.1 s)."""
+    if worlds not in _CHAINS:
+        _CHAINS[worlds] = ChainFunctionals(worlds)
+    return _CHAINS[worlds]
+
+
 def _head(worlds: DigitsWorlds) -> Tensor:
     return torch.cat([worlds.encoder_head.weight.flatten(), worlds.encoder_head.bias])
 
@@ -146,7 +158,7 @@ def equilibrate(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    chains = ChainFunctionals(worlds)
+    chains = _chains(worlds)
     optimizer = torch.optim.Adam(worlds.parameters(), lr=peak_learning_rate)
     generator = torch.Generator().manual_seed(seed)
     size = data.train_pixels.shape[0]
@@ -189,7 +201,7 @@ def evaluate_functionals(
 ) -> dict[str, float]:
     r""":math:`R, D, C` per example on ``(pixels, labels)``, averaged over ``draws`` fixed noise
     draws per example, and the accuracy of the classifier at the encoder's mean."""
-    chains = ChainFunctionals(worlds)
+    chains = _chains(worlds)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(draws, pixels.shape[0], worlds.latent_dim, generator=generator)
     head = _head(worlds).expand(draws, -1)
@@ -212,13 +224,14 @@ def classification_derivatives(
     and :math:`\gamma` (Remark 7): each side starts from ``state.worlds`` and equilibrates for
     ``config.equilibration_steps`` with the same noise (seeded by the step)."""
     results: dict[str, float] = {}
+    worlds = state.worlds
+    start = copy.deepcopy(worlds.state_dict())
     for name in ("lambda_", "gamma"):
         h = config.difference * getattr(state, name)
         sides = []
         for sign in (1, -1):
             multipliers = {"lambda_": state.lambda_, "gamma": state.gamma}
             multipliers[name] += sign * h
-            worlds = copy.deepcopy(state.worlds)
             equilibrate(
                 worlds,
                 data,
@@ -234,6 +247,7 @@ def classification_derivatives(
                     worlds, data.train_pixels, data.train_labels, config.evaluation_draws
                 )
             )
+            worlds.load_state_dict(start)  # each side starts from the same parameters
         for functional in ("R", "D", "C"):
             key = f"d{functional}/d{'lambda' if name == 'lambda_' else 'gamma'}"
             results[key] = (sides[0][functional] - sides[1][functional]) / (2 * h)

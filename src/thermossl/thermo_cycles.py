@@ -28,6 +28,7 @@ only constraints are per sample). :func:`classify` turns these into the paper's 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -352,9 +353,9 @@ class CycleRecorder:
             "work": float(adiabatic.work),
             "irreversible_work": float(demon_work),
             "first_law_residual": max(abs(float(first_law_residual(r))) for r in records),
-            "heating_beta_fit": _mean(fit.beta for fit in fits),
+            "heating_beta_fit": statistics.fmean(fit.beta for fit in fits),
             "gge_residual": max(fit.residual for fit in fits),
-            "label_potential_spread": _mean(fit.label_potential_spread for fit in fits),
+            "label_potential_spread": statistics.fmean(fit.label_potential_spread for fit in fits),
             "energy_spread": float(energies.std(-1).mean()),
         }
 
@@ -383,16 +384,12 @@ def demon_alignment(
     rule = cycle_rule(method)
     parameters = [p for p in method.parameters() if p.requires_grad]
     with preserved_buffers(method):
-        with torch.no_grad():
-            energies = system_energies(method, x1, x2)
-            occupations = heat_systems(rule, energies)
-            if rule.swap:
-                occupations = occupations.flip(0)
+        energies = system_energies(method, x1, x2)
+        occupations = heat_systems(rule, energies.detach())  # held fixed, as in eq. 25
+        if rule.swap:
+            occupations = occupations.flip(0)
         weights = torch.tensor(rule.demon_weights, dtype=energies.dtype)
-        potential = (
-            weights
-            * gibbs_cross_entropy(occupations, system_energies(method, x1, x2), rule.demon_beta)
-        ).sum()
+        potential = (weights * gibbs_cross_entropy(occupations, energies, rule.demon_beta)).sum()
         demon = torch.autograd.grad(potential, parameters, allow_unused=True)
         extra = [samples] if method.has_energy else []
         bound = method._derived_bound()(x1, x2, *extra)
@@ -412,11 +409,6 @@ def demon_alignment(
 
 def _weighted(values: Tensor, weights: Tensor) -> Tensor:
     return (weights.to(values) * values).sum()
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def classify(rows: list[dict[str, float]], tolerance: float = 1e-6) -> dict[str, object]:

@@ -43,6 +43,8 @@ from thermossl.thermo_cycles import (
     classify,
     cycle_rule,
     demon_alignment,
+    heat_systems,
+    preserved_buffers,
     system_energies,
 )
 from thermossl.training import (
@@ -435,7 +437,6 @@ def run_demon_study(
 def _final_codes(recording: _Recording):
     """The self-labels the trained method's heating gives the clean system: the argmax of each
     point's row of the equilibrium ensemble (system 1, views ``(x, x)``)."""
-    from thermossl.thermo_cycles import heat_systems, preserved_buffers
 
     method, x = recording.run.method, recording.system
     with preserved_buffers(method), torch.no_grad():

@@ -20,19 +20,17 @@ def setup():
     return worlds, pixels, labels, noise, SurfaceFunctionals(worlds, pixels, labels, noise)
 
 
+def _derived(worlds, pixels, labels, noise):
+    """The functionals read off the derived bound of the module's programs (the reference)."""
+    return functionals(
+        worlds.model, worlds.guide, pixels, labels, None, noise, None,
+        num_examples=pixels.shape[0], sites=DIGITS_SITES,
+    )  # fmt: skip
+
+
 def test_values_at_the_modules_parameters_are_the_derived_functionals(setup):
     worlds, pixels, labels, noise, surface = setup
-    expected = functionals(
-        worlds.model,
-        worlds.guide,
-        pixels,
-        labels,
-        None,
-        noise,
-        None,
-        num_examples=200,
-        sites=DIGITS_SITES,
-    )
+    expected = _derived(worlds, pixels, labels, noise)
     values = surface(surface.initial())
     for got, want in zip(
         values, (expected.rate, expected.distortion, expected.classification), strict=True
@@ -50,17 +48,7 @@ def test_flat_gradient_equals_autograd_on_the_module(setup):
         )
     )(flat)
     worlds.zero_grad()
-    values = functionals(
-        worlds.model,
-        worlds.guide,
-        pixels,
-        labels,
-        None,
-        noise,
-        None,
-        num_examples=200,
-        sites=DIGITS_SITES,
-    )
+    values = _derived(worlds, pixels, labels, noise)
     (values.rate + 2 * values.distortion + 3 * values.classification).backward()
     named = dict(worlds.named_parameters())
     expected = torch.cat([named[name].grad.flatten() for name in surface.names])
