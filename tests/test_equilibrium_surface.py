@@ -20,7 +20,9 @@ from thermossl.equilibrium_surface import (
     SurfaceConfig,
     equilibrate,
     evaluate_functionals,
+    path_metrics,
     run_iso_classification,
+    weight_entropy,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -84,9 +86,106 @@ def test_a_resumed_process_equals_a_straight_one(tmp_path):
         (["iso", "--gamma", "-2"], "gamma must be"),
         (["iso", "--data", "moons"], "only digits"),
         (["iso", "--steps", "0"], "steps must be"),
+        (["iso", "--beta", "0"], "beta must be"),
+        (["iso-figure"], "no path.csv"),
     ],
 )
 def test_cli_rejects_bad_input(tmp_path, arguments, message):
+    if arguments[0] == "iso-figure":
+        arguments = [*arguments, str(tmp_path)]
     result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "x")])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def _surface_path(steps: int, concave: bool = True) -> list[dict[str, float]]:
+    """Rows on the closed-form surface F = ∓(λ³/6 + λγ/4 + γ²/2) along a curved path: D = F_λ,
+    C = F_γ, R = F − λD − γC, and the derivatives as the process logs them. (A cubic: on a
+    quadratic F the midpoint sums telescope exactly and would measure nothing.)"""
+    sign = -1.0 if concave else 1.0
+    rows = []
+    for k in range(steps + 1):
+        lambda_, gamma = 0.5 + (k / steps) ** 2, 5.0 - 2 * k / steps
+        free = sign * (lambda_**3 / 6 + lambda_ * gamma / 4 + gamma**2 / 2)
+        d, c = sign * (lambda_**2 / 2 + gamma / 4), sign * (lambda_ / 4 + gamma)
+        row = {"step": k, "lambda": lambda_, "gamma": gamma, "R": free - lambda_ * d - gamma * c}
+        row |= {"D": d, "C": c}
+        if k:
+            row |= {"dD/dlambda": sign * lambda_, "dD/dgamma": sign / 4}
+            row |= {"dC/dlambda": sign / 4, "dC/dgamma": sign}
+        rows.append(row)
+    return rows
+
+
+def test_path_metrics_check_the_first_law_to_second_order_and_the_concavity_of_F():
+    """dR = −λ dD − γ dC on the surface (eq. 29's premise), summed with midpoint multipliers: the
+    quadrature error is O(h²), so it falls 4× when the steps halve; the Hessian of
+    F is read from the logged derivatives and its symmetric part's sign decides concavity."""
+    gaps = []
+    for steps in (10, 20):
+        metrics = path_metrics(_surface_path(steps), [])
+        law = metrics["sum_of_minus_lambda_dD"] + metrics["sum_of_minus_gamma_dC"]
+        gaps.append(abs(metrics["change_of_R"] - law))
+        assert gaps[-1] > 1e-6  # the quadrature error is there to be measured
+        assert metrics["share_of_steps_with_concave_F"] == 1.0
+        lambda_ = 0.5 + 1 / steps**2  # at the first logged step
+        hessian = torch.tensor([[-lambda_, -0.25], [-0.25, -1.0]], dtype=torch.float64)
+        largest = float(torch.linalg.eigvalsh(hessian).max())
+        assert metrics["free_energy_hessian_largest_eigenvalues"][0] == pytest.approx(largest)
+        assert metrics["maxwell_asymmetry"] == [0.0] * steps
+    assert gaps[0] / gaps[1] == pytest.approx(4, rel=0.05)  # 4 (1 + O(h))
+    assert path_metrics(_surface_path(10, concave=False), [])["share_of_steps_with_concave_F"] == 0
+
+
+def test_path_metrics_measure_the_free_energy_during_equilibration():
+    trace = [{"step": 1, "t": t, "J": value} for t, value in enumerate([100.0, 104.0, 101.0])]
+    metrics = path_metrics(_surface_path(2), trace)
+    assert metrics["largest_relative_change_of_J_within_an_equilibration"] == pytest.approx(0.04)
+    assert metrics["largest_relative_change_of_J_across_an_equilibration"] == pytest.approx(0.01)
+
+
+def test_the_recorded_free_energy_includes_the_weight_prior():
+    """With weight decay ε, J = R + λD + γC + ε‖θ‖²/2 (Adam's coupled decay is the gradient of that
+    last term); the first recorded value is J at the starting parameters."""
+    data = digits_data()
+    worlds = DigitsWorlds(latent_dim=2, hidden=8)
+    squares = sum(float(p.detach().square().sum()) for p in worlds.parameters())
+    values = evaluate_functionals(worlds, data.train_pixels, data.train_labels)
+    expected = values["R"] + 0.5 * values["D"] + 5.0 * values["C"] + 0.5 * 0.1 * squares
+    assert weight_entropy(worlds, 0.1) == pytest.approx(0.05 * squares, rel=1e-12)
+    history = equilibrate(
+        worlds, data, 0.5, 5.0, steps=1, peak_learning_rate=1e-3, seed=0, weight_decay=0.1,
+        record_every=1,
+    )  # fmt: skip
+    assert history[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_sampling_weights_are_checked():
+    data = digits_data()
+    worlds = DigitsWorlds(latent_dim=2, hidden=8)
+    size = data.train_pixels.shape[0]
+    for weights, message in (
+        (torch.ones(3) / 3, "shape"),
+        (torch.full((size,), -1.0 / size), "non-negative"),
+        (torch.ones(size), "sum to one"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            equilibrate(worlds, data, 0.5, 5.0, 1, 1e-3, seed=0, sampling_weights=weights)
+
+
+@pytest.mark.parametrize("beta", [None, 2.0])
+def test_the_multipliers_move_along_the_conserving_rates_of_the_logged_derivatives(tmp_path, beta):
+    """Eq. 31 (Remark 7), or eq. 22 with G = C + R/β (Remark 8): Δλ = −α ∂G/∂γ, Δγ = α ∂G/∂λ
+    with the derivatives the step logged."""
+    config = SurfaceConfig(steps=1, alpha=2.0, beta=beta, **SMALL)
+    run_iso_classification(config, tmp_path, progress=False)
+    start, step = _rows(tmp_path / "path.csv")
+    inverse = 0.0 if beta is None else 1 / beta
+    g_lambda = float(step["dC/dlambda"]) + inverse * float(step["dR/dlambda"])
+    g_gamma = float(step["dC/dgamma"]) + inverse * float(step["dR/dgamma"])
+    assert float(step["lambda"]) - float(start["lambda"]) == pytest.approx(-2.0 * g_gamma)
+    assert float(step["gamma"]) - float(start["gamma"]) == pytest.approx(2.0 * g_lambda)
+    result = CliRunner().invoke(
+        app, ["iso-figure", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "sweep.png")]
+    )
+    assert result.exit_code == 0 and (tmp_path / "sweep.png").stat().st_size > 0

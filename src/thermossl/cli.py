@@ -910,14 +910,25 @@ def iso(
         float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
     ] = 5.0,
     steps: Annotated[int, typer.Option(help="Steps of the iso-classification process.")] = 20,
-    alpha: Annotated[float, typer.Option(help="α, the process's time scale (eq. 31).")] = 30.0,
-    initial_steps: Annotated[int, typer.Option(help="Adam steps to reach the surface.")] = 20_000,
+    alpha: Annotated[float, typer.Option(help="α, the process's time scale (eq. 31).")] = 3.0,
+    initial_steps: Annotated[int, typer.Option(help="Adam steps to reach the surface.")] = 25_000,
+    learning_rate: Annotated[
+        float, typer.Option(help="Adam's rate to reach the surface (/10 at 5/12 and 10/12).")
+    ] = 1e-2,
     equilibration_steps: Annotated[
         int, typer.Option(help="Rise-and-anneal steps after each change of (λ, γ).")
-    ] = 300,
+    ] = 1000,
     peak_learning_rate: Annotated[
         float, typer.Option(help="The equilibration's peak learning rate.")
-    ] = 1.5e-3,
+    ] = 1.5e-2,
+    weight_decay: Annotated[
+        float,
+        typer.Option(help="ε of the weight prior S = ε‖θ‖²/2 (0: paper 002's flat prior)."),
+    ] = 1e-2,
+    beta: Annotated[
+        float | None,
+        typer.Option(help="Keep G = C + R/β instead of C (Remark 8's process)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/iso"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
@@ -934,8 +945,11 @@ def iso(
         steps=steps,
         alpha=alpha,
         initial_steps=initial_steps,
+        learning_rate=learning_rate,
         equilibration_steps=equilibration_steps,
         peak_learning_rate=peak_learning_rate,
+        weight_decay=weight_decay,
+        beta=beta,
         seed=seed,
     )
     try:
@@ -949,6 +963,157 @@ def iso(
         f"{metrics['largest_relative_change_of_C']:.1%}); R {start['R']:.2f} -> {end['R']:.2f}; "
         f"D {start['D']:.2f} -> {end['D']:.2f}; files in {out}"
     )
+
+
+@app.command()
+def transfer(
+    source: Annotated[
+        str, typer.Option(help="Source digit classes: a range '0-4' or a list '0,1,2'.")
+    ] = "0-4",
+    target: Annotated[
+        str, typer.Option(help="Target digit classes: a range '5-9' or a list '5,6,7'.")
+    ] = "5-9",
+    shared_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--shared-outputs/--separate-outputs",
+            help="Number each task's classes by rank so both share K classifier outputs (as "
+            "paper 002 does for CIFAR-10); needs equal class counts.",
+        ),
+    ] = True,
+    lambda_: Annotated[
+        float, typer.Option("--lambda", help="Initial λ, the distortion's multiplier (> 0).")
+    ] = 0.5,
+    gamma: Annotated[
+        float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
+    ] = 5.0,
+    steps: Annotated[int, typer.Option(help="Steps of t from 0 to 1 (Δt = 1/steps).")] = 10,
+    initial_steps: Annotated[
+        int, typer.Option(help="Adam steps to reach the source surface (and for scratch).")
+    ] = 25_000,
+    equilibration_steps: Annotated[
+        int, typer.Option(help="Rise-and-anneal steps per branch and per step.")
+    ] = 1000,
+    peak_learning_rate: Annotated[
+        float, typer.Option(help="The equilibration's (and fine-tuning's) peak learning rate.")
+    ] = 1.5e-2,
+    learning_rate: Annotated[
+        float, typer.Option(help="Initial learning rate of the source and scratch trainings.")
+    ] = 1e-2,
+    weight_decay: Annotated[
+        float,
+        typer.Option(help="Gaussian weight prior ε: every training minimizes J + ε‖θ‖²/2 (≥ 0)."),
+    ] = 1e-2,
+    difference: Annotated[
+        float, typer.Option(help="Finite-difference step relative to λ and γ.")
+    ] = 0.05,
+    time_difference: Annotated[
+        float | None,
+        typer.Option(help="Finite-difference step in t, in (0, 0.5]; default: one step, 1/steps."),
+    ] = None,
+    slope: Annotated[
+        float | None,
+        typer.Option(help="k = dD/dR of the path (eq. 30); default: the least change at t = 0."),
+    ] = None,
+    feedback: Annotated[
+        bool,
+        typer.Option(help="Aim each step back at the starting C (not in the paper; needed here)."),
+    ] = True,
+    max_relative_change: Annotated[
+        float,
+        typer.Option(
+            help="Damp a step whose λ or γ would change by more than this share (0: off; "
+            "not in the paper)."
+        ),
+    ] = 0.0,
+    latent_dim: Annotated[int, typer.Option(help="Dimension of the representation z.")] = 6,
+    hidden: Annotated[int, typer.Option(help="Width of the encoder and decoder.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 256,
+    evaluation_draws: Annotated[
+        int, typer.Option(help="Noise draws per example when reading R, D, C.")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
+    allow_overlap: Annotated[
+        bool, typer.Option(help="Allow source and target to share classes.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/transfer"),
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop after this many transfer steps (resumable).")
+    ] = None,
+) -> None:
+    """Geodesic iso-classification transfer from the source classes to the target ones (paper
+    002, §4.3, Fig. 5), against fine-tuning and training from scratch, every training with the
+    weight prior ε‖θ‖²/2: path.csv (step, t, lambda, gamma, R, D, C, S, J, accuracy, ...),
+    finetune.csv, transfer.png, metrics.json."""
+    from thermossl.surface_transfer import TransferConfig, parse_classes, run_transfer
+
+    classes = {}
+    for name, text in (("source", source), ("target", target)):
+        try:
+            classes[name] = parse_classes(text)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=f"--{name}") from error
+    config = TransferConfig(
+        source=classes["source"],
+        target=classes["target"],
+        shared_outputs=shared_outputs,
+        lambda_=lambda_,
+        gamma=gamma,
+        steps=steps,
+        initial_steps=initial_steps,
+        equilibration_steps=equilibration_steps,
+        peak_learning_rate=peak_learning_rate,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        difference=difference,
+        time_difference=time_difference,
+        slope=slope,
+        feedback=feedback,
+        max_relative_change=max_relative_change or None,
+        latent_dim=latent_dim,
+        hidden=hidden,
+        batch_size=batch_size,
+        evaluation_draws=evaluation_draws,
+        seed=seed,
+        allow_overlap=allow_overlap,
+    )
+    try:
+        config.validate()
+        metrics = run_transfer(config, out, resume=resume, stop_after=stop_after)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if metrics is None:
+        typer.echo(f"stopped after {stop_after} transfer steps; continue with --resume (in {out})")
+        return
+    start, end = metrics["start"], metrics["end"]
+    accuracy = metrics["final_target_accuracy"]
+    typer.echo(
+        f"t 0 -> 1: (λ, γ) ({start['lambda']:.3f}, {start['gamma']:.3f}) -> ({end['lambda']:.3f}, "
+        f"{end['gamma']:.3f}); C {start['C']:.4f} -> {end['C']:.4f} (largest change "
+        f"{metrics['largest_relative_change_of_C']:.1%}); R {start['R']:.2f} -> {end['R']:.2f}; "
+        f"D {start['D']:.2f} -> {end['D']:.2f}; target accuracy: transfer "
+        f"{accuracy['transfer']:.3f}, fine-tune {accuracy['finetune']:.3f}, scratch "
+        f"{accuracy['scratch']:.3f}; files in {out}"
+    )
+
+
+@app.command("iso-figure")
+def iso_figure_command(
+    runs: Annotated[list[Path], typer.Argument(help="Folders of finished `thermossl iso` runs.")],
+    out: Annotated[Path, typer.Option(help="The figure's file.")] = Path("iso_sweep.png"),
+) -> None:
+    """Overlay several iso-classification runs (paper 002, Figs. 2 and 4b): R-D paths,
+    multipliers, C relative to its start (train and test), the free energy along each process."""
+    from thermossl.equilibrium_figures import iso_sweep_figure
+    from thermossl.runs import write_figure
+
+    try:
+        figure = iso_sweep_figure(runs)
+    except (ValueError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    write_figure(out, figure)
+    typer.echo(f"wrote {out}")
 
 
 def main() -> None:

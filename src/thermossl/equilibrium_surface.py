@@ -49,7 +49,9 @@ __all__ = [
     "equilibrate",
     "evaluate_functionals",
     "iso_classification_step",
+    "path_metrics",
     "run_iso_classification",
+    "weight_entropy",
 ]
 
 
@@ -67,11 +69,13 @@ class SurfaceConfig:
     lambda_: float = 0.5
     gamma: float = 5.0
     steps: int = 20
-    alpha: float = 1.0
-    initial_steps: int = 3000
-    learning_rate: float = 1e-3
-    equilibration_steps: int = 300
-    peak_learning_rate: float = 1.5e-3
+    alpha: float = 3.0
+    initial_steps: int = 25_000
+    learning_rate: float = 1e-2
+    equilibration_steps: int = 1000
+    peak_learning_rate: float = 1.5e-2
+    weight_decay: float = 1e-2
+    beta: float | None = None
     difference: float = 0.05
     batch_size: int = 256
     latent_dim: int = 6
@@ -82,6 +86,10 @@ class SurfaceConfig:
     def validate(self) -> None:
         for name in ("lambda_", "gamma", "alpha", "learning_rate", "peak_learning_rate"):
             check_positive(name, getattr(self, name))
+        if self.beta is not None:
+            check_positive("beta", self.beta)
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 < self.difference < 1:
             raise ValueError(f"difference must lie in (0, 1), got {self.difference!r}")
         for name in (
@@ -145,6 +153,9 @@ def equilibrate(
     batch_size: int = 256,
     schedule: str = "rise_and_anneal",
     record_every: int | None = None,
+    sampling_weights: Tensor | None = None,
+    weight_decay: float = 0.0,
+    progress: bool = False,
 ) -> list[float]:
     r"""Adam on :math:`J(\lambda, \gamma)` for ``steps`` minibatch steps; returns :math:`J` per step.
 
@@ -155,23 +166,36 @@ def equilibrate(
     across calls). With ``record_every``, the returned values are instead :math:`J` on the whole
     training set (fixed noise draws, :func:`evaluate_functionals`) before the first step and every
     ``record_every`` steps: the free energy during equilibration (Fig. 4a).
+
+    ``sampling_weights`` (``[N]``, non-negative, summing to one) draws the minibatches from that
+    distribution over the training examples instead of uniformly: the data mixture
+    :math:`p(x, t)` of Lemma 9 (eq. 23). The recorded :math:`J` is then the weighted one.
+    ``progress`` shows a progress bar (long trainings).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     chains = _chains(worlds)
-    optimizer = torch.optim.Adam(worlds.parameters(), lr=peak_learning_rate)
+    optimizer = torch.optim.Adam(
+        worlds.parameters(), lr=peak_learning_rate, weight_decay=weight_decay
+    )
     generator = torch.Generator().manual_seed(seed)
     size = data.train_pixels.shape[0]
     history = []
 
+    if sampling_weights is not None:
+        sampling_weights = _check_weights(sampling_weights, size)
+
     def full_objective() -> float:
-        values = evaluate_functionals(worlds, data.train_pixels, data.train_labels)
-        return values["R"] + lambda_ * values["D"] + gamma * values["C"]
+        values = evaluate_functionals(
+            worlds, data.train_pixels, data.train_labels, weights=sampling_weights
+        )
+        prior = weight_entropy(worlds, weight_decay)
+        return values["R"] + lambda_ * values["D"] + gamma * values["C"] + prior
 
     if record_every is not None:
         check_positive_integer("record_every", record_every)
         history.append(full_objective())
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="equilibration", disable=not progress, leave=False):
         if schedule == "rise_and_anneal":
             rate = rise_and_anneal(step + 1, steps + 1, peak_learning_rate)
         elif schedule == "step_decay":  # / 10 at 50 and 100 of 120 epochs, as in §5.1
@@ -182,7 +206,12 @@ def equilibrate(
             rate = peak_learning_rate
         for group in optimizer.param_groups:
             group["lr"] = rate
-        indices = torch.randint(size, (min(batch_size, size),), generator=generator)
+        if sampling_weights is None:
+            indices = torch.randint(size, (min(batch_size, size),), generator=generator)
+        else:
+            indices = torch.multinomial(
+                sampling_weights, batch_size, replacement=True, generator=generator
+            )
         noise = torch.randn(indices.shape[0], worlds.latent_dim, generator=generator)
         loss = _objective(chains, data, indices, noise.to(data.train_pixels.dtype), lambda_, gamma)
         optimizer.zero_grad(set_to_none=True)
@@ -195,12 +224,58 @@ def equilibrate(
     return history
 
 
+def weight_entropy(worlds: DigitsWorlds, weight_decay: float) -> float:
+    r""":math:`S = \tfrac{\epsilon}{2}\|\theta\|^2`, the weight term that ``weight_decay``
+    :math:`\epsilon` adds to :math:`J`.
+
+    Read as TherML's :math:`S` (paper 003, eq. 5) at a point estimate under the prior
+    :math:`\theta \sim N(0, \epsilon^{-1} I)`: :math:`-\log p(\theta)` up to a constant. Paper 002
+    drops it (Remark 2, :math:`\sigma = 0`, a flat prior); on 1,347 digits the flat-prior
+    :math:`J` keeps falling by memorization for as long as one trains, so no finite
+    equilibration reaches its surface, while with :math:`\epsilon > 0` it does. The surface's
+    calculus is unchanged (:math:`S` does not depend on :math:`\lambda, \gamma`:
+    :math:`F_\lambda = D`, :math:`F_\gamma = C`, :math:`F` concave); the first law gains
+    :math:`dS`: :math:`dR + dS = -\lambda\,dD - \gamma\,dC`.
+    """
+    return 0.5 * weight_decay * sum(float(p.detach().square().sum()) for p in worlds.parameters())
+
+
+def _check_weights(weights: Tensor, size: int) -> Tensor:
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    if weights.shape != (size,):
+        raise ValueError(f"weights must have shape ({size},), got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("weights must be finite and non-negative")
+    if abs(float(weights.sum()) - 1) > 1e-9:
+        raise ValueError(f"weights must sum to one, got {float(weights.sum())!r}")
+    return weights
+
+
 @torch.no_grad()
 def evaluate_functionals(
-    worlds: DigitsWorlds, pixels: Tensor, labels: Tensor, draws: int = 4, seed: int = 12345
+    worlds: DigitsWorlds,
+    pixels: Tensor,
+    labels: Tensor,
+    draws: int = 4,
+    seed: int = 12345,
+    weights: Tensor | None = None,
 ) -> dict[str, float]:
     r""":math:`R, D, C` per example on ``(pixels, labels)``, averaged over ``draws`` fixed noise
-    draws per example, and the accuracy of the classifier at the encoder's mean."""
+    draws per example, and the accuracy of the classifier at the encoder's mean.
+
+    With ``weights`` (``[N]``, summing to one) the averages are weighted, :math:`\sum_i w_i f_i`:
+    the expectations under a data mixture. Examples of equal weight are evaluated together, so a
+    mixture of a few uniform subsets costs one call per subset.
+    """
+    if weights is not None:
+        weights = _check_weights(weights, pixels.shape[0])
+        totals = dict.fromkeys(("R", "D", "C", "accuracy"), 0.0)
+        for level in torch.unique(weights[weights > 0]):
+            members = torch.nonzero(weights == level).flatten()
+            part = evaluate_functionals(worlds, pixels[members], labels[members], draws, seed)
+            for key in totals:
+                totals[key] += float(level) * members.numel() * part[key]
+        return totals
     chains = _chains(worlds)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(draws, pixels.shape[0], worlds.latent_dim, generator=generator)
@@ -241,6 +316,7 @@ def classification_derivatives(
                 config.peak_learning_rate,
                 seed=config.seed + 1000 * (state.step + 1),
                 batch_size=config.batch_size,
+                weight_decay=config.weight_decay,
             )
             sides.append(
                 evaluate_functionals(
@@ -257,11 +333,18 @@ def classification_derivatives(
 def iso_classification_step(
     state: SurfaceState, data: DigitsData, config: SurfaceConfig
 ) -> dict[str, float]:
-    """One step of Remark 7's process: finite differences, new multipliers (eq. 31), equilibration.
-    Returns the row logged for the step."""
+    r"""One step of Remark 7's process: finite differences, new multipliers (eq. 31), equilibration.
+    Returns the row logged for the step.
+
+    With ``config.beta`` the conserved quantity is Remark 8's :math:`G = C + R/\beta` instead of
+    :math:`C`: the same rates (eq. 22) with :math:`G`'s derivatives, an example of a process a
+    user declares by naming what it keeps."""
     derivatives = classification_derivatives(state, data, config)
+    inverse_beta = 0.0 if config.beta is None else 1.0 / config.beta
     lambda_dot, gamma_dot = conserving_rates(
-        derivatives["dC/dlambda"], derivatives["dC/dgamma"], config.alpha
+        derivatives["dC/dlambda"] + inverse_beta * derivatives["dR/dlambda"],
+        derivatives["dC/dgamma"] + inverse_beta * derivatives["dR/dgamma"],
+        config.alpha,
     )
     state.lambda_ = max(state.lambda_ + lambda_dot, 1e-6)
     state.gamma = max(state.gamma + gamma_dot, 1e-6)
@@ -275,18 +358,30 @@ def iso_classification_step(
         config.peak_learning_rate,
         seed=config.seed + 1000 * state.step + 1,
         batch_size=config.batch_size,
+        weight_decay=config.weight_decay,
         record_every=max(1, config.equilibration_steps // 12),
-    )
-    values = evaluate_functionals(
-        state.worlds, data.train_pixels, data.train_labels, config.evaluation_draws
     )
     return {
         "step": state.step,
         "lambda": state.lambda_,
         "gamma": state.gamma,
-        **values,
+        **_surface_values(state.worlds, data, config),
         **derivatives,
         "free_energy_trace": free_energy,
+    }
+
+
+def _surface_values(worlds: DigitsWorlds, data: DigitsData, config: SurfaceConfig):
+    """The functionals on the training set and the test set's C and accuracy."""
+    train = evaluate_functionals(
+        worlds, data.train_pixels, data.train_labels, config.evaluation_draws
+    )
+    test = evaluate_functionals(worlds, data.test_pixels, data.test_labels, config.evaluation_draws)
+    return {
+        **train,
+        "S": weight_entropy(worlds, config.weight_decay),
+        "test_C": test["C"],
+        "test_accuracy": test["accuracy"],
     }
 
 
@@ -305,10 +400,11 @@ def _checkpoint(out: Path, state: SurfaceState, rows: list, equilibrations: list
 def run_iso_classification(
     config: SurfaceConfig, out: Path, *, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    r"""Reach the surface at :math:`(\lambda_0, \gamma_0)`, then run ``config.steps`` steps of the
-    iso-classification process; write ``path.csv`` (``step, lambda, gamma, R, D, C`` and more),
-    ``equilibration.csv`` (:math:`J` during each equilibration, Fig. 4a), ``iso_path.png`` and
-    ``metrics.json``. A checkpoint after every step makes the run resumable.
+    r"""Reach the surface at :math:`(\lambda_0, \gamma_0)` (``initial_steps`` of step-decayed Adam,
+    then one equilibration, so the start is read after the same schedule as every step), then run
+    ``config.steps`` steps of the iso-classification process; write ``path.csv`` (``step, lambda,
+    gamma, R, D, C`` and more), ``equilibration.csv`` (:math:`J` during each equilibration,
+    Fig. 4a), ``iso_path.png`` and ``metrics.json``. A checkpoint after every step makes the run resumable.
     """
     config.validate()
     out = Path(out)
@@ -337,10 +433,22 @@ def run_iso_classification(
             seed=config.seed,
             batch_size=config.batch_size,
             schedule="step_decay",
+            weight_decay=config.weight_decay,
+            progress=progress,
         )
-        start = evaluate_functionals(
-            worlds, data.train_pixels, data.train_labels, config.evaluation_draws
+        # one equilibration at the start, so that every row is read after the same schedule
+        equilibrate(
+            worlds,
+            data,
+            config.lambda_,
+            config.gamma,
+            config.equilibration_steps,
+            config.peak_learning_rate,
+            seed=config.seed + 999,
+            batch_size=config.batch_size,
+            weight_decay=config.weight_decay,
         )
+        start = _surface_values(worlds, data, config)
         rows.append({"step": 0, "lambda": state.lambda_, "gamma": state.gamma, **start})
         _checkpoint(out, state, rows, equilibrations)
     bar = tqdm(
@@ -363,51 +471,92 @@ def run_iso_classification(
         bar.close()
     write_csv(out / "path.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
     write_csv(out / "equilibration.csv", equilibrations, ["step", "t", "J"])
-    test = evaluate_functionals(worlds, data.test_pixels, data.test_labels, config.evaluation_draws)
-    first, last = rows[0], rows[-1]
     metrics = {
-        "start": first,
-        "end": last,
-        "largest_relative_change_of_C": max(abs(r["C"] - first["C"]) / first["C"] for r in rows),
-        "relative_change_of_R": (last["R"] - first["R"]) / first["R"],
-        "relative_change_of_D": (last["D"] - first["D"]) / first["D"],
-        # eq. 29 along the path: the change of R against the sum of -lambda dD (midpoint lambda)
-        "change_of_R": last["R"] - first["R"],
-        "sum_of_minus_lambda_dD": sum(
-            -(a["lambda"] + b["lambda"]) / 2 * (b["D"] - a["D"])
-            for a, b in itertools.pairwise(rows)
+        **path_metrics(rows, equilibrations, beta=config.beta),
+        "test": evaluate_functionals(
+            worlds, data.test_pixels, data.test_labels, config.evaluation_draws
         ),
-        "test": test,
     }
     write_json(out / "metrics.json", metrics)
+    from thermossl.equilibrium_figures import iso_figure
+
     write_figure(out / "iso_path.png", iso_figure(rows, equilibrations))
     return metrics
 
 
-def iso_figure(rows: list[dict[str, float]], equilibrations: list[dict[str, float]]):
-    """Four panels: the (R, D) path, the multipliers, C per step, and J during equilibrations."""
-    import matplotlib
+def path_metrics(
+    rows: list[dict[str, float]],
+    equilibrations: list[dict[str, float]],
+    beta: float | None = None,
+) -> dict[str, Any]:
+    r"""What a process's path says about the surface (paper 002, §3 and §5.1).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    axes[0].plot([r["R"] for r in rows], [r["D"] for r in rows], marker="o", markersize=3)
-    axes[0].set(xlabel="rate R", ylabel="distortion D", title="rate-distortion path")
-    axes[1].plot([r["lambda"] for r in rows], [r["gamma"] for r in rows], marker="o", markersize=3)
-    axes[1].set(xlabel="λ", ylabel="γ", title="multipliers")
-    steps = [r["step"] for r in rows]
-    axes[2].plot(steps, [r["C"] for r in rows], marker="o", markersize=3)
-    c0 = rows[0]["C"]
-    axes[2].axhspan(0.97 * c0, 1.03 * c0, color="grey", alpha=0.2, label="±3 %")
-    axes[2].set(xlabel="process step", ylabel="classification loss C", title="iso-classification")
-    axes[2].legend()
-    for step in sorted({e["step"] for e in equilibrations})[-3:]:
-        trace = [e["J"] for e in equilibrations if e["step"] == step]
-        axes[3].plot(trace, alpha=0.7, label=f"step {step}")
-    axes[3].set(
-        xlabel="equilibration step", ylabel="J on the minibatch", title="free energy (Fig. 4a)"
-    )
-    axes[3].legend(fontsize=8)
-    figure.tight_layout()
-    return figure
+    * the largest relative change of :math:`C` from its start (iso-classification), and of
+      :math:`G = C + R/\beta` when ``beta`` names Remark 8's process;
+    * eq. 29, :math:`\dot R = -\lambda \dot D` when :math:`\dot C = 0` (:math:`\dot R + \dot S`
+      with a weight prior, :func:`weight_entropy`), summed along the path:
+      :math:`\sum \Delta R` against :math:`\sum -\bar\lambda\,\Delta D` (midpoint
+      :math:`\bar\lambda`) and :math:`\sum -\bar\gamma\,\Delta C`; off the surface the gap is
+      the free energy lost to continued training;
+    * the finite-difference Hessian of :math:`F` at each step, :math:`[[D_\lambda, D_\gamma],
+      [C_\lambda, C_\gamma]]` (Lemma 3: :math:`F` is concave, so its symmetric part is negative
+      semidefinite), its largest eigenvalue and the Maxwell asymmetry :math:`|D_\gamma -
+      C_\lambda|`;
+    * the free energy during equilibration (Fig. 4a): the largest relative change of :math:`J`
+      within one equilibration (the rise while the learning rate peaks included), and across it
+      (its end against its start, right after the change of the multipliers).
+    """
+    first, last = rows[0], rows[-1]
+    pairs = list(itertools.pairwise(rows))
+    hessians = [
+        torch.tensor(
+            [[r["dD/dlambda"], r["dD/dgamma"]], [r["dC/dlambda"], r["dC/dgamma"]]],
+            dtype=torch.float64,
+        )
+        for r in rows
+        if "dD/dlambda" in r
+    ]
+    largest_eigenvalues = [float(torch.linalg.eigvalsh((h + h.T) / 2).max()) for h in hessians]
+    traces: dict[int, list[float]] = {}
+    for entry in equilibrations:
+        traces.setdefault(int(entry["step"]), []).append(float(entry["J"]))
+    flatness = [(max(t) - min(t)) / abs(t[0]) for t in traces.values() if t]
+    settling = [abs(t[-1] - t[0]) / abs(t[0]) for t in traces.values() if t]
+    return {
+        "start": first,
+        "end": last,
+        "largest_relative_change_of_C": max(abs(r["C"] - first["C"]) / first["C"] for r in rows),
+        "largest_relative_change_of_G": (
+            None
+            if beta is None
+            else max(
+                abs(r["C"] + r["R"] / beta - first["C"] - first["R"] / beta)
+                / (first["C"] + first["R"] / beta)
+                for r in rows
+            )
+        ),
+        "relative_change_of_R": (last["R"] - first["R"]) / first["R"],
+        "relative_change_of_D": (last["D"] - first["D"]) / first["D"],
+        "change_of_R": last["R"] - first["R"],
+        "change_of_S": last.get("S", 0.0) - first.get("S", 0.0),
+        "sum_of_minus_lambda_dD": sum(
+            -(a["lambda"] + b["lambda"]) / 2 * (b["D"] - a["D"]) for a, b in pairs
+        ),
+        "sum_of_minus_gamma_dC": sum(
+            -(a["gamma"] + b["gamma"]) / 2 * (b["C"] - a["C"]) for a, b in pairs
+        ),
+        "free_energy_hessian_largest_eigenvalues": largest_eigenvalues,
+        "share_of_steps_with_concave_F": (
+            sum(e <= 0 for e in largest_eigenvalues) / len(largest_eigenvalues)
+            if largest_eigenvalues
+            else None
+        ),
+        "maxwell_asymmetry": [
+            abs(r["dD/dgamma"] - r["dC/dlambda"]) for r in rows if "dD/dgamma" in r
+        ],
+        "largest_relative_change_of_J_within_an_equilibration": max(flatness, default=None),
+        "median_relative_change_of_J_within_an_equilibration": (
+            sorted(flatness)[len(flatness) // 2] if flatness else None
+        ),
+        "largest_relative_change_of_J_across_an_equilibration": max(settling, default=None),
+    }
