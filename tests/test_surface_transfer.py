@@ -1,0 +1,411 @@
+"""The geodesic transfer driver on digits (paper 002, §4.2–4.3): the data mixture of eq. 23, the
+shared labels of §5.3, the rates of eq. 30 against the derivatives the run logged, the weight
+prior reaching every training, resume, the command line and bad input.
+
+Its numerical engines (eq. 30's solve, the equilibration) are tested in
+tests/inference/test_quasi_static.py and tests/test_equilibrium_surface.py."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import itertools
+import json
+
+import pytest
+import torch
+from thermossl.models.therml_digits import DigitsWorlds, digits_data
+from typer.testing import CliRunner
+
+from thermossl import cli, surface_transfer
+from thermossl.cli import app
+from thermossl.equilibrium_surface import equilibrate, evaluate_functionals
+from thermossl.surface_transfer import (
+    Mixture,
+    TransferConfig,
+    interleaved_order,
+    least_change_slope,
+    mixture_weights,
+    parse_classes,
+    run_transfer,
+    shared_labels,
+    transfer_worlds,
+)
+from thermossl.surface_transfer_figures import relative_changes_of_C
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TINY = {
+    "steps": 2,
+    "initial_steps": 30,
+    "equilibration_steps": 8,
+    "latent_dim": 2,
+    "hidden": 8,
+    "batch_size": 64,
+    "evaluation_draws": 1,
+}
+SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _numbers(row):
+    return {key: float(value) for key, value in row.items() if key != "time_scheme" and value}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A tiny run with the defaults (eq. 30 with feedback, shared outputs, weight prior), recording
+    every call of ``equilibrate``."""
+    out = tmp_path_factory.mktemp("straight")
+    calls = []
+
+    signature = inspect.signature(equilibrate)
+
+    def recording(*arguments, **options):
+        calls.append(signature.bind(*arguments, **options).arguments)
+        return equilibrate(*arguments, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(surface_transfer, "equilibrate", recording)
+        run_transfer(TransferConfig(**TINY), out, progress=True)
+    return out, calls
+
+
+# classes, labels and settings --------------------------------------------------------------------
+
+
+def test_parse_classes_reads_ranges_and_lists():
+    assert parse_classes("0-4") == SOURCE
+    assert parse_classes("5,6,7") == (5, 6, 7)
+    assert parse_classes("3") == (3,)
+    assert parse_classes(" 9, 0-1 ,1") == (0, 1, 9)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "at least one digit"),
+        ("  ", "at least one digit"),
+        ("a", "cannot read"),
+        ("0-4,", "cannot read"),
+        ("1--3", "cannot read"),
+        ("4-2", "runs backwards"),
+        ("10", "must lie in 0-9"),
+        ("3-12", "must lie in 0-9"),
+        ("-1", "cannot read"),
+    ],
+)
+def test_parse_classes_rejects_bad_text(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_classes(text)
+
+
+def test_shared_labels_number_each_task_by_rank():
+    digits = torch.arange(10)
+    assert shared_labels(digits, SOURCE, TARGET).tolist() == [0, 1, 2, 3, 4] * 2
+    # ranks follow the sorted classes, whatever order they are given in
+    assert shared_labels(torch.tensor([7, 2, 9, 1]), (2, 1), (9, 7)).tolist() == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="as many source as target classes, got 4"):
+        shared_labels(digits, (0, 1, 2, 3), TARGET)
+    with pytest.raises(ValueError, match=r"disjoint tasks, but both name \[4\]"):
+        shared_labels(digits, SOURCE, (4, 5, 6, 7, 8))
+    with pytest.raises(ValueError, match=r"labels \[9\] belong to neither"):
+        shared_labels(torch.tensor([0, 9]), (0, 1), (5, 6))
+
+
+def test_mixture_relabels_and_keeps_only_the_two_tasks():
+    data = digits_data()
+    separate = Mixture(data, (1, 3), (8, 6), shared_outputs=False)
+    shared = Mixture(data, (1, 3), (8, 6), shared_outputs=True)
+    assert (separate.num_outputs, shared.num_outputs) == (10, 2)
+    in_tasks = torch.isin(data.train_labels, torch.tensor([1, 3, 6, 8]))
+    assert shared.data.train_pixels.shape[0] == int(in_tasks.sum())
+    assert torch.equal(shared.data.train_pixels, separate.data.train_pixels)
+    assert torch.equal(separate.data.train_labels, separate.train_digits)
+    rank = {1: 0, 3: 1, 6: 0, 8: 1}
+    for name in ("train", "test"):
+        digits = getattr(shared, f"{name}_digits").tolist()
+        assert getattr(shared.data, f"{name}_labels").tolist() == [rank[d] for d in digits]
+    # each pixel row still carries its own digit: the relabelled rows match the raw data
+    first = shared.data.test_pixels[0]
+    raw = torch.nonzero((data.test_pixels == first).all(-1)).flatten()
+    assert int(data.test_labels[raw[0]]) == int(shared.test_digits[0])
+
+
+def test_transfer_worlds_keep_the_first_outputs_of_the_seeded_classifier():
+    config = TransferConfig(latent_dim=3, hidden=8, seed=4)
+    full = DigitsWorlds(latent_dim=3, hidden=8, seed=4)
+    reduced = transfer_worlds(config, 5)
+    assert reduced.classifier.weight.shape == (5, 3)
+    assert torch.equal(reduced.classifier.weight, full.classifier.weight[:5])
+    assert torch.equal(reduced.encoder_head.weight, full.encoder_head.weight)
+    assert transfer_worlds(config, 10).classifier.weight.shape == (10, 3)
+    with pytest.raises(ValueError, match="num_outputs must be at most 10"):
+        transfer_worlds(config, 11)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lambda_": 0.0}, "lambda_ must be"),
+        ({"lambda_": -1.0}, "lambda_ must be"),
+        ({"gamma": 0.0}, "gamma must be"),
+        ({"gamma": float("nan")}, "gamma must be"),
+        ({"weight_decay": -1e-3}, "weight_decay must be"),
+        ({"weight_decay": float("inf")}, "weight_decay must be"),
+        ({"source": ()}, "empty split"),
+        ({"target": ()}, "empty split"),
+        ({"target": (5, 5)}, "twice"),
+        ({"target": (5, 10)}, "digit classes 0-9"),
+        ({"source": "0-4", "target": "4-9"}, r"share the classes \[4\]"),
+        ({"source": "0-3", "target": "5-9"}, "as many source as target classes"),
+        ({"source": "0-4", "target": "4-8", "allow_overlap": True}, "disjoint tasks"),
+        ({"steps": 0}, "steps must be"),
+        ({"time_difference": 0.7}, "time_difference"),
+        ({"slope": -2.0}, "slope must not be"),  # 1 + k lambda = 0 at lambda = 0.5
+        ({"max_relative_change": 1.0}, "max_relative_change"),
+    ],
+)
+def test_config_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TransferConfig(**settings).validate()
+
+
+def test_unequal_or_overlapping_tasks_need_separate_outputs():
+    TransferConfig(source="0-3", target="5-9", shared_outputs=False).validate()
+    config = TransferConfig(source="0-5", target="5-9", shared_outputs=False, allow_overlap=True)
+    config.validate()
+    assert config.source == (0, 1, 2, 3, 4, 5)
+
+
+# the data mixture (eq. 23) -----------------------------------------------------------------------
+
+
+def test_mixture_weights_are_the_two_uniform_laws_mixed():
+    labels = digits_data().train_labels
+    in_source, in_target = labels < 5, labels >= 5
+    for t in (0.0, 0.3, 1.0):
+        weights = mixture_weights(labels, SOURCE, TARGET, t)
+        shares = [torch.tensor(share, dtype=torch.float64) for share in ((1 - t), t)]
+        expected = torch.where(
+            in_source, shares[0] / int(in_source.sum()), shares[1] / int(in_target.sum())
+        )
+        assert torch.allclose(weights, expected, rtol=1e-12, atol=0)
+        assert float(weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    # classes of neither task weigh zero; an example of both tasks carries both shares
+    weights = mixture_weights(labels, (0, 1), (1, 2), 0.25)
+    assert float(weights[labels > 2].abs().sum()) == 0
+    one = labels == 1
+    expected = 0.75 / int((labels <= 1).sum()) + 0.25 / int(((labels == 1) | (labels == 2)).sum())
+    assert torch.allclose(weights[one], torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="t must lie"):
+        mixture_weights(labels, SOURCE, TARGET, 1.5)
+
+
+def test_weighted_functionals_combine_the_separate_source_and_target_ones():
+    data = digits_data()
+    worlds = DigitsWorlds(latent_dim=2, hidden=8)
+    t = 0.3
+    weights = mixture_weights(data.train_labels, SOURCE, TARGET, t)
+    mixed = evaluate_functionals(worlds, data.train_pixels, data.train_labels, 2, weights=weights)
+    parts = [
+        evaluate_functionals(worlds, data.train_pixels[mask], data.train_labels[mask], 2)
+        for mask in (data.train_labels < 5, data.train_labels >= 5)
+    ]
+    for key in ("R", "D", "C", "accuracy"):
+        assert mixed[key] == pytest.approx((1 - t) * parts[0][key] + t * parts[1][key], rel=1e-6)
+    assert parts[0]["C"] != pytest.approx(parts[1]["C"], rel=1e-3)  # the mixture matters
+
+
+def test_interleaved_order_couples_the_draws_of_nearby_mixtures():
+    """Inverse-CDF draws from p(x, t) and p(x, t + 0.05) with one generator: with the examples
+    interleaved, a draw changes only where the mixture moved (ideally 5 %); in the raw order
+    most draws change."""
+    labels = digits_data().train_labels
+    order = interleaved_order(labels, SOURCE, TARGET)
+    assert sorted(order.tolist()) == list(range(labels.shape[0]))
+
+    def shared(labels):
+        draws = [
+            torch.multinomial(
+                mixture_weights(labels, SOURCE, TARGET, t),
+                4096,
+                replacement=True,
+                generator=torch.Generator().manual_seed(1),
+            )
+            for t in (0.3, 0.35)
+        ]
+        return float((draws[0] == draws[1]).double().mean())
+
+    assert shared(labels[order]) > 0.88
+    assert shared(labels) < 0.6
+
+
+# the process ------------------------------------------------------------------------------------
+
+
+def _check_eq30(rows, steps):
+    """Each step's rates solve eq. 30 with the derivatives, slope and lambda it logged, and the
+    multipliers moved by rate x dt."""
+    for row in rows[1:]:
+        value = _numbers(row)
+        k, lam = value["slope"], value["lambda_start"]
+        lambda_dot, gamma_dot = value["lambda_rate"], value["gamma_rate"]
+        distortion = value["dD/dlambda"] * lambda_dot + value["dD/dgamma"] * gamma_dot
+        classification = value["dC/dlambda"] * lambda_dot + value["dC/dgamma"] * gamma_dot
+        right = k * value["dR/dt"] / (1 + k * lam) - value["dD/dt"]
+        assert distortion == pytest.approx(right, rel=1e-6, abs=1e-9)
+        assert classification == pytest.approx(
+            -(value["dC/dt"] + value["C_correction"]), rel=1e-6, abs=1e-9
+        )
+        scale = value["rate_scale"]
+        assert 0 < scale <= 1
+        if not value["lambda_clipped"]:
+            assert value["lambda"] == pytest.approx(lam + scale * lambda_dot / steps, rel=1e-9)
+    assert [row["time_scheme"] for row in rows[1:]] == ["forward", "central"][: len(rows) - 1]
+
+
+def test_each_step_solves_eq30_with_the_derivatives_it_logged(straight):
+    rows = _rows(straight[0] / "path.csv")
+    assert len(rows) == TINY["steps"] + 1
+    assert [float(row["t"]) for row in rows] == [0.0, 0.5, 1.0]
+    _check_eq30(rows, TINY["steps"])
+    # the defaults: feedback toward the starting C, no damping
+    assert all(_numbers(row)["C_correction"] != 0 for row in rows[1:])
+    assert all(_numbers(row)["rate_scale"] == 1 for row in rows[1:])
+    # the default slope is the least change at t = 0: there (lambda_dot / lambda, gamma_dot /
+    # gamma) points along (C_lambda lambda, C_gamma gamma)
+    first = _numbers(rows[1])
+    correction = first["C_correction"]
+    assert first["slope"] == pytest.approx(
+        least_change_slope(first, 0.5, 5.0, correction), rel=1e-9
+    )
+    u, v = first["lambda_rate"] / 0.5, first["gamma_rate"] / 5.0
+    a, b = first["dC/dlambda"] * 0.5, first["dC/dgamma"] * 5.0
+    assert u * b == pytest.approx(v * a, rel=1e-6, abs=1e-12)
+
+
+def test_rows_log_the_free_energy_with_the_weight_prior(straight):
+    """J = R + lambda D + gamma C + S per row, S = eps |theta|^2 / 2 of the shared-output model."""
+    out, _ = straight
+    rows = [_numbers(row) for row in _rows(out / "path.csv")]
+    for row in rows:
+        expected = row["R"] + row["lambda"] * row["D"] + row["gamma"] * row["C"] + row["S"]
+        assert row["J"] == pytest.approx(expected, rel=1e-9)
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["worlds"]["classifier.weight"].shape == (5, TINY["latent_dim"])
+    squares = sum(float(value.double().square().sum()) for value in saved["worlds"].values())
+    assert rows[-1]["S"] == pytest.approx(0.5 * 1e-2 * squares, rel=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    changes = relative_changes_of_C(rows)
+    assert metrics["largest_relative_change_of_C"] == pytest.approx(max(map(abs, changes)))
+    assert metrics["final_relative_change_of_C"] == pytest.approx(changes[-1])
+
+
+def test_every_training_gets_the_weight_prior_and_long_ones_a_progress_bar(straight):
+    """Source, branches, steps, fine-tuning chunks and scratch all pass weight_decay; only the
+    two long trainings (step decay) show a progress bar; the logged gradient steps add up."""
+    out, calls = straight
+    steps, size = TINY["steps"], TINY["equilibration_steps"]
+    # per step: 4 multiplier branches, the center (feedback), 1 or 2 shifted in t (t +- 1/steps
+    # at t = 0.5), 1 equilibration
+    assert len(calls) == 1 + 7 + 8 + steps + 1
+    assert all(call["weight_decay"] == 1e-2 for call in calls)
+    long = [call for call in calls if call.get("schedule") == "step_decay"]
+    assert [call["steps"] for call in long] == [TINY["initial_steps"]] * 2
+    assert all(call.get("progress") is True for call in long)
+    assert not any(call.get("progress") for call in calls if call not in long)
+    path = [_numbers(row) for row in _rows(out / "path.csv")]
+    assert [row["gradient_steps"] for row in path[1:]] == [7 * size, 8 * size]
+    times = {float(call["sampling_weights"][0]) for call in calls}  # t +- 1/steps: 0, 0.5, 1
+    assert len(times) == 3
+    finetune = _rows(out / "finetune.csv")
+    assert int(finetune[-1]["gradient_steps"]) == sum(row["gradient_steps"] for row in path[1:])
+
+
+def test_a_resumed_transfer_equals_a_straight_one(straight, tmp_path):
+    straight_out = straight[0]
+    assert run_transfer(TransferConfig(**TINY), tmp_path, progress=False, stop_after=1) is None
+    assert len(_rows(tmp_path / "path.csv")) == 2 and not (tmp_path / "metrics.json").exists()
+    run_transfer(TransferConfig(**TINY), tmp_path, progress=False, resume=True)
+    for name in ("path.csv", "finetune.csv"):
+        assert _rows(tmp_path / name) == _rows(straight_out / name)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(
+        (straight_out / "metrics.json").read_text()
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        run_transfer(TransferConfig(**{**TINY, "weight_decay": 0.0}), tmp_path, resume=True)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run_transfer(TransferConfig(**TINY), tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run_transfer(TransferConfig(**TINY), tmp_path / "empty", resume=True)
+
+
+# the command line --------------------------------------------------------------------------------
+
+
+def test_cli_defaults_are_the_config_defaults():
+    parameters = inspect.signature(cli.transfer).parameters
+    defaults = TransferConfig().to_dict()
+    assert set(defaults) - set(parameters) == {"minimum_multiplier"}  # not on the command line
+    defaults.pop("minimum_multiplier")
+    for name, value in defaults.items():
+        given = parameters[name].default
+        if name in ("source", "target"):
+            given = parse_classes(given)
+        if name == "max_relative_change":
+            given = given or None
+        assert given == value, name
+
+
+def test_cli_transfer_open_loop_with_separate_outputs_and_damping(tmp_path):
+    """eq. 30 as written (no feedback) on tasks of different sizes, damped steps."""
+    out = tmp_path / "run"
+    arguments = ["transfer", "--source", "0-4", "--target", "5-8", "--separate-outputs"]
+    arguments += ["--out", str(out), "--no-feedback", "--max-relative-change", "0.2"]
+    arguments += ["--time-difference", "0.05"]
+    options = {key.replace("_", "-"): value for key, value in TINY.items()}
+    for key, value in options.items():
+        arguments += [f"--{key}", str(value)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "target accuracy" in result.output
+    rows = _rows(out / "path.csv")
+    assert {"step", "t", "lambda", "gamma", "R", "D", "C", "S", "J", "accuracy"} <= set(rows[0])
+    _check_eq30(rows, TINY["steps"])
+    assert all(float(row["C_correction"]) == 0 for row in rows[1:])
+    for before, row in itertools.pairwise(rows):  # damped steps change a multiplier by 20 % at most
+        changes = [abs(float(row[k]) / float(before[k]) - 1) for k in ("lambda", "gamma")]
+        assert max(changes) <= 0.2 + 1e-9
+        assert (float(row["rate_scale"]) < 1) == (max(changes) == pytest.approx(0.2))
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["worlds"]["classifier.weight"].shape[0] == 10  # the digits themselves
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["final_target_accuracy"]) == {"transfer", "finetune", "scratch"}
+    assert metrics["config"]["shared_outputs"] is False
+    assert (out / "transfer.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--lambda", "0"], "lambda_ must be"),
+        (["--gamma", "-2"], "gamma must be"),
+        (["--weight-decay", "-1"], "weight_decay must be"),
+        (["--source", ""], "at least one digit"),
+        (["--target", "5-12"], "must lie in 0-9"),
+        (["--source", "0-5", "--target", "5-9"], "share the classes [5]"),
+        (["--source", "0-3", "--target", "5-9"], "as many source as target classes"),
+    ],
+)
+def test_cli_rejects_bad_input(tmp_path, arguments, message):
+    result = runner.invoke(app, ["transfer", *arguments, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
