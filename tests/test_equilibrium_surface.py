@@ -167,7 +167,7 @@ def test_sampling_weights_are_checked():
     for weights, message in (
         (torch.ones(3) / 3, "shape"),
         (torch.full((size,), -1.0 / size), "non-negative"),
-        (torch.ones(size), "sum to one"),
+        (torch.ones(size), "sum to 1"),
     ):
         with pytest.raises(ValueError, match=message):
             equilibrate(worlds, data, 0.5, 5.0, 1, 1e-3, seed=0, sampling_weights=weights)

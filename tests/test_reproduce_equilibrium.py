@@ -2,8 +2,9 @@
 
 From (λ, γ) = (0.5, 6) with the weight prior, four steps of Remark 7's process: C stays within
 ±3 % while R rises and D falls (Remark 10), F is concave at every step (Lemma 3), and the first
-law with the prior's term, ΔR + ΔS ≈ Σ −λ ΔD (eq. 29), holds to the 10–13 % the README reports
-(asserted at 25 %: a four-step path averages less than the README's twelve)."""
+law with the prior's term, ΔR + ΔS ≈ Σ −λ ΔD (eq. 29), holds from below to the README's 80 %
+(the twelve-step runs reach 81–91 %, these four steps of `runs/iso-g6` 93 %), and the prior's
+term is what closes most of the gap (ΔR alone: 51–57 %)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def test_iso_classification_keeps_c_while_rate_and_distortion_move(tmp_path):
     assert metrics["largest_relative_change_of_C"] <= 0.03
     assert metrics["relative_change_of_R"] > 0.03 and metrics["relative_change_of_D"] < -0.01
     assert metrics["share_of_steps_with_concave_F"] == 1.0
-    first_law = metrics["change_of_R"] + metrics["change_of_S"]
-    assert first_law == pytest.approx(metrics["sum_of_minus_lambda_dD"], rel=0.25)
+    law = metrics["sum_of_minus_lambda_dD"]
+    with_prior = (metrics["change_of_R"] + metrics["change_of_S"]) / law
+    assert 0.8 <= with_prior <= 1.0
+    assert abs(1 - with_prior) < abs(1 - metrics["change_of_R"] / law)
     assert metrics["largest_relative_change_of_J_across_an_equilibration"] < 0.005

@@ -35,7 +35,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from thermossl._validation import check_positive, check_positive_integer
+from thermossl._validation import (
+    check_positive,
+    check_positive_integer,
+    check_probability_vector,
+)
 from thermossl.inference.quasi_static import conserving_rates, rise_and_anneal
 from thermossl.models.therml_digits import ChainFunctionals, DigitsData, DigitsWorlds, digits_data
 from thermossl.runs import environment, write_atomically, write_csv, write_figure, write_json
@@ -250,12 +254,7 @@ def weight_entropy(worlds: DigitsWorlds, weight_decay: float) -> float:
 
 def _check_weights(weights: Tensor, size: int) -> Tensor:
     weights = torch.as_tensor(weights, dtype=torch.float64)
-    if weights.shape != (size,):
-        raise ValueError(f"weights must have shape ({size},), got {tuple(weights.shape)}")
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError("weights must be finite and non-negative")
-    if abs(float(weights.sum()) - 1) > 1e-9:
-        raise ValueError(f"weights must sum to one, got {float(weights.sum())!r}")
+    check_probability_vector("weights", weights, size)
     return weights
 
 
