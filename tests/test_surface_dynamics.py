@@ -9,23 +9,25 @@ import math
 import pytest
 import torch
 from thermossl.inference.quasi_static import equilibrium_tangents, hessian_vector_product
-
-from thermossl.surface_dynamics import (
-    compare_dynamics,
+from thermossl.inference.trust_region import (
     dense_hessian,
+    free_energy_objective,
+    minimize_free_energy,
+)
+
+from thermossl.surface_derivatives import (
     dense_tangents,
     exact_tangents,
     finite_difference_tangents,
-    free_energy_objective,
-    minimize_free_energy,
     small_digits_surface,
 )
+from thermossl.surface_dynamics import compare_dynamics
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 LAMBDA, GAMMA = 0.5, 5.0
-#: The weight decay that makes the tiny model's minimum strict (the module's warning); 0.1 keeps
-#: the latent informative (training accuracy ~0.5 on 40 examples) while conditioning A.
+#: The weight decay that makes the tiny model's minimum strict (surface_derivatives' warning); 0.1
+#: keeps the latent informative (training accuracy ~0.5 on 40 examples) while conditioning A.
 KAPPA = 0.1
 TOLERANCE = 1e-10
 STEPS = (0.04, 0.02)
@@ -100,7 +102,7 @@ def test_minimization_reaches_its_tolerance_at_a_positive_definite_hessian(surfa
 
 def test_without_weight_decay_the_digits_free_energy_has_no_stationary_point(surface, minimum):
     """A pixel that is 0 in every example pushes its decoder bias down at every theta:
-    dJ/db_j = 16 lambda <sigmoid(g_j(z))> > 0 (the module's warning)."""
+    dJ/db_j = 16 lambda <sigmoid(g_j(z))> > 0 (surface_derivatives' warning)."""
     always_zero = torch.nonzero(surface.pixels.max(0).values == 0).flatten()
     assert always_zero.numel() > 0
     worlds, names = surface.worlds, surface.names
@@ -168,8 +170,8 @@ def _symmetries(surface, theta):
 
 
 def test_symmetries_leave_the_free_energy_invariant(surface, minimum):
-    """The module's warning: J(theta + t v) = J(theta), so A v = -(dv/dtheta)^T grad J: zero for
-    the constant directions, and for all of them wherever grad J = 0."""
+    """surface_derivatives' warning: J(theta + t v) = J(theta), so A v = -(dv/dtheta)^T grad J:
+    zero for the constant directions, and for all of them wherever grad J = 0."""
     objective = free_energy_objective(surface, LAMBDA, GAMMA)
     theta = minimum.theta
     value, gradient = float(objective(theta)), torch.func.grad(objective)(theta)

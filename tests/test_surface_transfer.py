@@ -11,9 +11,17 @@ import csv
 import inspect
 import itertools
 import json
+import math
 
 import pytest
 import torch
+from thermossl.models.digit_tasks import (
+    Mixture,
+    interleaved_order,
+    mixture_weights,
+    parse_classes,
+    shared_labels,
+)
 from thermossl.models.therml_digits import DigitsWorlds, digits_data
 from typer.testing import CliRunner
 
@@ -21,17 +29,19 @@ from thermossl import cli, surface_transfer
 from thermossl.cli import app
 from thermossl.equilibrium_surface import equilibrate, evaluate_functionals
 from thermossl.surface_transfer import (
-    Mixture,
     TransferConfig,
-    interleaved_order,
-    least_change_slope,
-    mixture_weights,
-    parse_classes,
-    run_transfer,
-    shared_labels,
+    TransferState,
+    correct_onto_path,
     transfer_worlds,
 )
 from thermossl.surface_transfer_figures import relative_changes_of_C
+from thermossl.surface_transfer_rates import (
+    chord_slope,
+    least_change_slope,
+    path_correction,
+    path_residuals,
+)
+from thermossl.surface_transfer_run import run_transfer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -59,8 +69,8 @@ def _numbers(row):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """A tiny run with the defaults (eq. 30 with feedback, shared outputs, weight prior), recording
-    every call of ``equilibrate``."""
+    """A tiny run with the defaults (eq. 30's predictor and the corrector, the chord's slope,
+    shared outputs, weight prior), recording every call of ``equilibrate``."""
     out = tmp_path_factory.mktemp("straight")
     calls = []
 
@@ -169,6 +179,11 @@ def test_transfer_worlds_keep_the_first_outputs_of_the_seeded_classifier():
         ({"time_difference": 0.7}, "time_difference"),
         ({"slope": -2.0}, "slope must not be"),  # 1 + k lambda = 0 at lambda = 0.5
         ({"max_relative_change": 1.0}, "max_relative_change"),
+        ({"slope": "steep"}, "slope must be a number or one of"),
+        ({"slope": float("inf")}, "slope must be a finite number"),
+        ({"tolerance": 0.0}, "tolerance must lie"),
+        ({"line_tolerance": 1.0}, "line_tolerance must lie"),
+        ({"corrections": -1}, "corrections must be a non-negative integer"),
     ],
 )
 def test_config_rejects_bad_settings(settings, message):
@@ -260,34 +275,145 @@ def _check_eq30(rows, steps):
         classification = value["dC/dlambda"] * lambda_dot + value["dC/dgamma"] * gamma_dot
         right = k * value["dR/dt"] / (1 + k * lam) - value["dD/dt"]
         assert distortion == pytest.approx(right, rel=1e-6, abs=1e-9)
-        assert classification == pytest.approx(
-            -(value["dC/dt"] + value["C_correction"]), rel=1e-6, abs=1e-9
-        )
+        assert classification == pytest.approx(-value["dC/dt"], rel=1e-6, abs=1e-9)
         scale = value["rate_scale"]
         assert 0 < scale <= 1
         if not value["lambda_clipped"]:
-            assert value["lambda"] == pytest.approx(lam + scale * lambda_dot / steps, rel=1e-9)
+            predicted = lam + scale * lambda_dot / steps
+            assert value["lambda_predicted"] == pytest.approx(predicted, rel=1e-9)
+            if value["corrections"] == 0:
+                assert value["lambda"] == value["lambda_predicted"]
     assert [row["time_scheme"] for row in rows[1:]] == ["forward", "central"][: len(rows) - 1]
 
 
 def test_each_step_solves_eq30_with_the_derivatives_it_logged(straight):
-    rows = _rows(straight[0] / "path.csv")
+    out = straight[0]
+    rows = _rows(out / "path.csv")
     assert len(rows) == TINY["steps"] + 1
     assert [float(row["t"]) for row in rows] == [0.0, 0.5, 1.0]
     _check_eq30(rows, TINY["steps"])
-    # the defaults: feedback toward the starting C, no damping
-    assert all(_numbers(row)["C_correction"] != 0 for row in rows[1:])
+    # the defaults: no damping, the slope of the chord to the scratch model
     assert all(_numbers(row)["rate_scale"] == 1 for row in rows[1:])
-    # the default slope is the least change at t = 0: there (lambda_dot / lambda, gamma_dot /
-    # gamma) points along (C_lambda lambda, C_gamma gamma)
-    first = _numbers(rows[1])
-    correction = first["C_correction"]
-    assert first["slope"] == pytest.approx(
-        least_change_slope(first, 0.5, 5.0, correction), rel=1e-9
-    )
-    u, v = first["lambda_rate"] / 0.5, first["gamma_rate"] / 5.0
-    a, b = first["dC/dlambda"] * 0.5, first["dC/dgamma"] * 5.0
-    assert u * b == pytest.approx(v * a, rel=1e-6, abs=1e-12)
+    scratch = torch.load(out / "checkpoint.pt", weights_only=False)["scratch"]
+    expected = chord_slope(_numbers(rows[0]), scratch)
+    assert all(_numbers(row)["slope"] == pytest.approx(expected, rel=1e-12) for row in rows[1:])
+
+
+def test_each_step_is_corrected_until_C_is_within_tolerance(straight):
+    """The corrector stops with C within 2 % of C0 and the point within 2 % of D0 of the line, or
+    after 4 corrections; the logged residual is the one of the row's R, D."""
+    rows = [_numbers(row) for row in _rows(straight[0] / "path.csv")]
+    start = rows[0]
+    for row in rows[1:]:
+        line, _ = path_residuals(row, start, row["slope"])
+        assert row["line_residual"] == pytest.approx(line, rel=1e-9, abs=1e-9)
+        inside = abs(row["C"] / start["C"] - 1) <= 0.02 and abs(line) <= 0.02 * start["D"]
+        assert row["corrections"] == 4 or inside
+        if row["corrections"] == 0:
+            assert abs(row["C_predicted"] / start["C"] - 1) <= 0.02
+            assert abs(row["line_residual_predicted"]) <= 0.02 * start["D"]
+    # corrections.csv: one row per correction, the last of a step at the step's point
+    path = straight[0] / "corrections.csv"
+    records = [_numbers(record) for record in _rows(path)] if path.exists() else []
+    for row in rows[1:]:
+        mine = [record for record in records if record["step"] == row["step"]]
+        assert [record["correction"] for record in mine] == list(range(1, len(mine) + 1))
+        assert len(mine) == row["corrections"]
+        if mine:
+            for key in ("lambda", "gamma", "C", "R", "D"):
+                assert mine[-1][key] == pytest.approx(row[key], rel=1e-9)
+
+
+def test_path_correction_is_exact_on_a_power_law_surface():
+    """Where R, D are linear and log C is linear in (log lambda, log gamma), one undamped Newton
+    step from any point zeroes both residuals, with the derivatives taken elsewhere; a damped
+    step changes no multiplier by more than the factor asked for, in the same direction."""
+    generator = torch.Generator().manual_seed(3)
+    start = {"R": 9.0, "D": 70.0, "C": 0.02}
+    checked = 0
+    for _ in range(40):
+        slope = float(torch.randn((), generator=generator)) * 5
+        gradients = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+        offset = torch.randn(3, generator=generator, dtype=torch.float64) * 0.3
+        jacobian = torch.stack([gradients[1] - slope * gradients[0], gradients[2]])
+        if torch.linalg.cond(jacobian) > 100:  # keep the Newton steps of moderate size
+            continue
+        checked += 1
+
+        def surface(lambda_, gamma, gradients=gradients, offset=offset):
+            logs = torch.tensor([math.log(lambda_), math.log(gamma)], dtype=torch.float64)
+            moved = offset + gradients @ logs
+            return {"R": start["R"] + float(moved[0]), "D": start["D"] + float(moved[1]),
+                    "C": start["C"] * math.exp(float(moved[2]))}  # fmt: skip
+
+        where = {"lambda": 0.7, "gamma": 12.0}
+        where["C"] = surface(where["lambda"], where["gamma"])["C"]
+        derivatives = {}  # d/dlambda = (d/dlog lambda) / lambda; dC = C dlog C
+        for column, multiplier in enumerate(("lambda", "gamma")):
+            for row, name in enumerate("RD"):
+                derivatives[f"d{name}/d{multiplier}"] = (
+                    float(gradients[row, column]) / where[multiplier]
+                )
+            derivatives[f"dC/d{multiplier}"] = (
+                where["C"] * float(gradients[2, column]) / where[multiplier]
+            )
+        lambda_, gamma = 0.5, 5.0
+        residuals = path_residuals(surface(lambda_, gamma), start, slope)
+        step = path_correction(derivatives, slope, residuals, where, largest_factor=1e9)
+        after = surface(lambda_ * math.exp(step[0]), gamma * math.exp(step[1]))
+        assert path_residuals(after, start, slope) == pytest.approx((0.0, 0.0), abs=1e-9)
+        damped = path_correction(derivatives, slope, residuals, where, largest_factor=1.01)
+        assert max(map(abs, damped)) == pytest.approx(math.log(1.01), rel=1e-12)
+        assert damped[0] * step[1] == pytest.approx(damped[1] * step[0], abs=1e-15)
+    assert checked >= 20
+    with pytest.raises(ValueError, match="singular"):
+        zero = dict.fromkeys(derivatives, 0.0)
+        path_correction(zero, 1.0, (1.0, 1.0), where)
+    with pytest.raises(ValueError, match="largest_factor"):
+        path_correction(derivatives, 1.0, (1.0, 1.0), where, largest_factor=1.0)
+
+
+def test_correct_onto_path_stops_at_the_tolerance(monkeypatch):
+    """The corrector loop on a fake surface with C = C0 (6 / gamma)^p and the line always met:
+    with the right elasticity (-p) chord Newton reaches gamma = 6 in one correction; with a
+    wrong one it takes several, each followed by one equilibration, and stops inside the
+    tolerance or at the limit."""
+    start = {"R": 1.0, "D": 2.0, "C": 0.1}
+    calls = []
+    power = 1.5
+
+    def fake_equilibrate(worlds, mixture, config, lambda_, gamma, t, seed, **options):
+        calls.append((lambda_, gamma, seed))
+
+    def level(gamma):
+        return {"R": 1.0, "D": 2.0, "C": 0.1 * (6.0 / gamma) ** power}
+
+    def fake_values(worlds, mixture, t, draws):
+        return level(calls[-1][1])
+
+    monkeypatch.setattr(surface_transfer, "equilibrate_on_mixture", fake_equilibrate)
+    monkeypatch.setattr(surface_transfer, "train_values", fake_values)
+    config = TransferConfig(steps=4, tolerance=0.01, corrections=5)
+    where = {"lambda": 0.5, "gamma": 5.0, "C": level(5.0)["C"]}
+    derivatives = {"dR/dlambda": 0.0, "dR/dgamma": 0.0, "dD/dlambda": -1.0, "dD/dgamma": 0.0,
+                   "dC/dlambda": 0.0, "dC/dgamma": -power * where["C"] / 5.0}  # fmt: skip
+    state = TransferState(None, 0.5, 3.0, step=1, slope=2.0, start=start)
+    values, made = correct_onto_path(state, None, config, derivatives, where, level(3.0))
+    assert len(made) == 1 and state.gamma == pytest.approx(6.0) and state.lambda_ == 0.5
+    assert values["C"] == pytest.approx(0.1) and made[0]["gamma"] == pytest.approx(6.0)
+    # an elasticity three times too steep: log gamma approaches log 6 by thirds of the gap
+    calls.clear()
+    state = TransferState(None, 0.5, 3.0, step=1, slope=2.0, start=start)
+    steep = {**derivatives, "dC/dgamma": 3 * derivatives["dC/dgamma"]}
+    values, made = correct_onto_path(state, None, config, steep, where, level(3.0))
+    gaps = [math.log(6.0 / gamma) for _, gamma, _ in calls]
+    assert gaps == pytest.approx([math.log(2) * (2 / 3) ** k for k in range(1, 6)])
+    assert len(made) == 5 and abs(values["C"] / 0.1 - 1) > 0.01  # 1.5 * 0.69 * (2/3)^5 > 0.01
+    assert len({seed for *_, seed in calls}) == 5  # each correction its own seed
+    # already inside the tolerance: nothing to do
+    calls.clear()
+    _, made = correct_onto_path(state, None, config, derivatives, where, {**start, "C": 0.1005})
+    assert made == [] and not calls
 
 
 def test_rows_log_the_free_energy_with_the_weight_prior(straight):
@@ -312,16 +438,19 @@ def test_every_training_gets_the_weight_prior_and_long_ones_a_progress_bar(strai
     two long trainings (step decay) show a progress bar; the logged gradient steps add up."""
     out, calls = straight
     steps, size = TINY["steps"], TINY["equilibration_steps"]
-    # per step: 4 multiplier branches, the center (feedback), 1 or 2 shifted in t (t +- 1/steps
-    # at t = 0.5), 1 equilibration
-    assert len(calls) == 1 + 7 + 8 + steps + 1
+    path = [_numbers(row) for row in _rows(out / "path.csv")]
+    corrections = [int(row["corrections"]) for row in path[1:]]
+    # per step: 4 multiplier branches; at t = 0 the center and t + 1/steps, at t = 0.5 the two
+    # shifted in t; 1 equilibration and one per correction
+    assert len(calls) == 2 + sum(6 + 1 + made for made in corrections) + steps
     assert all(call["weight_decay"] == 1e-2 for call in calls)
     long = [call for call in calls if call.get("schedule") == "step_decay"]
     assert [call["steps"] for call in long] == [TINY["initial_steps"]] * 2
     assert all(call.get("progress") is True for call in long)
     assert not any(call.get("progress") for call in calls if call not in long)
-    path = [_numbers(row) for row in _rows(out / "path.csv")]
-    assert [row["gradient_steps"] for row in path[1:]] == [7 * size, 8 * size]
+    assert [row["gradient_steps"] for row in path[1:]] == [
+        (7 + made) * size for made in corrections
+    ]
     times = {float(call["sampling_weights"][0]) for call in calls}  # t +- 1/steps: 0, 0.5, 1
     assert len(times) == 3
     finetune = _rows(out / "finetune.csv")
@@ -364,10 +493,12 @@ def test_cli_defaults_are_the_config_defaults():
 
 
 def test_cli_transfer_open_loop_with_separate_outputs_and_damping(tmp_path):
-    """eq. 30 as written (no feedback) on tasks of different sizes, damped steps."""
+    """eq. 30 as written (no corrections) on tasks of different sizes, the least-change slope,
+    damped steps."""
     out = tmp_path / "run"
     arguments = ["transfer", "--source", "0-4", "--target", "5-8", "--separate-outputs"]
-    arguments += ["--out", str(out), "--no-feedback", "--max-relative-change", "0.2"]
+    arguments += ["--out", str(out), "--corrections", "0", "--max-relative-change", "0.2"]
+    arguments += ["--slope", "least-change"]
     arguments += ["--time-difference", "0.05"]
     options = {key.replace("_", "-"): value for key, value in TINY.items()}
     for key, value in options.items():
@@ -378,7 +509,12 @@ def test_cli_transfer_open_loop_with_separate_outputs_and_damping(tmp_path):
     rows = _rows(out / "path.csv")
     assert {"step", "t", "lambda", "gamma", "R", "D", "C", "S", "J", "accuracy"} <= set(rows[0])
     _check_eq30(rows, TINY["steps"])
-    assert all(float(row["C_correction"]) == 0 for row in rows[1:])
+    assert all(int(row["corrections"]) == 0 for row in rows[1:])
+    first = _numbers(rows[1])  # the least change at t = 0: (lambda_dot / lambda, gamma_dot /
+    assert first["slope"] == pytest.approx(least_change_slope(first, 0.5, 5.0), rel=1e-9)
+    u, v = first["lambda_rate"] / 0.5, first["gamma_rate"] / 5.0  # gamma) along (a, b)
+    a, b = first["dC/dlambda"] * 0.5, first["dC/dgamma"] * 5.0
+    assert u * b == pytest.approx(v * a, rel=1e-6, abs=1e-12)
     for before, row in itertools.pairwise(rows):  # damped steps change a multiplier by 20 % at most
         changes = [abs(float(row[k]) / float(before[k]) - 1) for k in ("lambda", "gamma")]
         assert max(changes) <= 0.2 + 1e-9
@@ -401,6 +537,9 @@ def test_cli_transfer_open_loop_with_separate_outputs_and_damping(tmp_path):
         (["--target", "5-12"], "must lie in 0-9"),
         (["--source", "0-5", "--target", "5-9"], "share the classes [5]"),
         (["--source", "0-3", "--target", "5-9"], "as many source as target classes"),
+        (["--slope", "steep"], "expected a number or one of chord, least-change"),
+        (["--tolerance", "0"], "tolerance must lie"),
+        (["--corrections", "-1"], "corrections must be a non-negative integer"),
     ],
 )
 def test_cli_rejects_bad_input(tmp_path, arguments, message):

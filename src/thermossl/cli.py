@@ -900,38 +900,51 @@ def demon(
         )
 
 
+# options shared by the equilibrium-surface commands (iso, transfer)
+LambdaOption = Annotated[
+    float, typer.Option("--lambda", help="Initial λ, the distortion's multiplier (> 0).")
+]
+GammaOption = Annotated[
+    float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
+]
+InitialStepsOption = Annotated[
+    int, typer.Option(help="Adam steps to reach the surface (and, for transfer, for scratch).")
+]
+LearningRateOption = Annotated[
+    float, typer.Option(help="Adam's rate to reach the surface (/10 at 5/12 and 10/12).")
+]
+EquilibrationStepsOption = Annotated[
+    int, typer.Option(help="Rise-and-anneal steps of each equilibration (and branch).")
+]
+PeakLearningRateOption = Annotated[
+    float, typer.Option(help="The equilibration's (and fine-tuning's) peak learning rate.")
+]
+WeightDecayOption = Annotated[
+    float, typer.Option(help="ε of the weight prior S = ε‖θ‖²/2 (0: paper 002's flat prior).")
+]
+SeedOption = Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")]
+ResumeOption = Annotated[bool, typer.Option(help="Continue the run in --out.")]
+
+
 @app.command()
 def iso(
     data: Annotated[str, typer.Option(help="digits (scikit-learn's bundled set).")] = "digits",
-    lambda_: Annotated[
-        float, typer.Option("--lambda", help="Initial λ, the distortion's multiplier (> 0).")
-    ] = 0.5,
-    gamma: Annotated[
-        float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
-    ] = 5.0,
+    lambda_: LambdaOption = 0.5,
+    gamma: GammaOption = 5.0,
     steps: Annotated[int, typer.Option(help="Steps of the iso-classification process.")] = 20,
     alpha: Annotated[float, typer.Option(help="α, the process's time scale (eq. 31).")] = 3.0,
-    initial_steps: Annotated[int, typer.Option(help="Adam steps to reach the surface.")] = 25_000,
-    learning_rate: Annotated[
-        float, typer.Option(help="Adam's rate to reach the surface (/10 at 5/12 and 10/12).")
-    ] = 1e-2,
-    equilibration_steps: Annotated[
-        int, typer.Option(help="Rise-and-anneal steps after each change of (λ, γ).")
-    ] = 1000,
-    peak_learning_rate: Annotated[
-        float, typer.Option(help="The equilibration's peak learning rate.")
-    ] = 1.5e-2,
-    weight_decay: Annotated[
-        float,
-        typer.Option(help="ε of the weight prior S = ε‖θ‖²/2 (0: paper 002's flat prior)."),
-    ] = 1e-2,
+    initial_steps: InitialStepsOption = 25_000,
+    learning_rate: LearningRateOption = 1e-2,
+    equilibration_steps: EquilibrationStepsOption = 1000,
+    peak_learning_rate: PeakLearningRateOption = 1.5e-2,
+    weight_decay: WeightDecayOption = 1e-2,
     beta: Annotated[
         float | None,
         typer.Option(help="Keep G = C + R/β instead of C (Remark 8's process)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
+    seed: SeedOption = 0,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/iso"),
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    resume: ResumeOption = False,
 ) -> None:
     """The iso-classification process on the equilibrium surface (paper 002, Remark 7):
     path.csv (step, lambda, gamma, R, D, C), equilibration.csv, iso_path.png, metrics.json."""
@@ -965,6 +978,21 @@ def iso(
     )
 
 
+def _slope_setting(text: str) -> float | str:
+    """``--slope``: ``chord``, ``least-change`` or a number."""
+    from thermossl.surface_transfer import SLOPE_CHOICES
+
+    if text in SLOPE_CHOICES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a number or one of {', '.join(SLOPE_CHOICES)}, got {text!r}",
+            param_hint="--slope",
+        ) from None
+
+
 @app.command()
 def transfer(
     source: Annotated[
@@ -981,29 +1009,14 @@ def transfer(
             "paper 002 does for CIFAR-10); needs equal class counts.",
         ),
     ] = True,
-    lambda_: Annotated[
-        float, typer.Option("--lambda", help="Initial λ, the distortion's multiplier (> 0).")
-    ] = 0.5,
-    gamma: Annotated[
-        float, typer.Option(help="Initial γ, the classification's multiplier (> 0).")
-    ] = 5.0,
+    lambda_: LambdaOption = 0.5,
+    gamma: GammaOption = 5.0,
     steps: Annotated[int, typer.Option(help="Steps of t from 0 to 1 (Δt = 1/steps).")] = 10,
-    initial_steps: Annotated[
-        int, typer.Option(help="Adam steps to reach the source surface (and for scratch).")
-    ] = 25_000,
-    equilibration_steps: Annotated[
-        int, typer.Option(help="Rise-and-anneal steps per branch and per step.")
-    ] = 1000,
-    peak_learning_rate: Annotated[
-        float, typer.Option(help="The equilibration's (and fine-tuning's) peak learning rate.")
-    ] = 1.5e-2,
-    learning_rate: Annotated[
-        float, typer.Option(help="Initial learning rate of the source and scratch trainings.")
-    ] = 1e-2,
-    weight_decay: Annotated[
-        float,
-        typer.Option(help="Gaussian weight prior ε: every training minimizes J + ε‖θ‖²/2 (≥ 0)."),
-    ] = 1e-2,
+    initial_steps: InitialStepsOption = 25_000,
+    equilibration_steps: EquilibrationStepsOption = 1000,
+    peak_learning_rate: PeakLearningRateOption = 1.5e-2,
+    learning_rate: LearningRateOption = 1e-2,
+    weight_decay: WeightDecayOption = 1e-2,
     difference: Annotated[
         float, typer.Option(help="Finite-difference step relative to λ and γ.")
     ] = 0.05,
@@ -1012,13 +1025,26 @@ def transfer(
         typer.Option(help="Finite-difference step in t, in (0, 0.5]; default: one step, 1/steps."),
     ] = None,
     slope: Annotated[
-        float | None,
-        typer.Option(help="k = dD/dR of the path (eq. 30); default: the least change at t = 0."),
-    ] = None,
-    feedback: Annotated[
-        bool,
-        typer.Option(help="Aim each step back at the starting C (not in the paper; needed here)."),
-    ] = True,
+        str,
+        typer.Option(
+            help="k = dD/dR of the straight path (eq. 30): 'chord' (to the target trained from "
+            "scratch at the starting λ, γ), 'least-change' (at t = 0) or a number."
+        ),
+    ] = "chord",
+    corrections: Annotated[
+        int,
+        typer.Option(
+            help="Newton corrections per step back onto the line and C0 (0: eq. 30 alone, as "
+            "in the paper)."
+        ),
+    ] = 4,
+    tolerance: Annotated[
+        float, typer.Option(help="Correct until |C/C0 - 1| is at most this.")
+    ] = 0.02,
+    line_tolerance: Annotated[
+        float,
+        typer.Option(help="... and until the distance from the line is at most this times D0."),
+    ] = 0.02,
     max_relative_change: Annotated[
         float,
         typer.Option(
@@ -1032,21 +1058,23 @@ def transfer(
     evaluation_draws: Annotated[
         int, typer.Option(help="Noise draws per example when reading R, D, C.")
     ] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the networks, batches and noise.")] = 0,
+    seed: SeedOption = 0,
     allow_overlap: Annotated[
         bool, typer.Option(help="Allow source and target to share classes.")
     ] = False,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/transfer"),
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    resume: ResumeOption = False,
     stop_after: Annotated[
         int | None, typer.Option(help="Stop after this many transfer steps (resumable).")
     ] = None,
 ) -> None:
     """Geodesic iso-classification transfer from the source classes to the target ones (paper
-    002, §4.3, Fig. 5), against fine-tuning and training from scratch, every training with the
-    weight prior ε‖θ‖²/2: path.csv (step, t, lambda, gamma, R, D, C, S, J, accuracy, ...),
-    finetune.csv, transfer.png, metrics.json."""
-    from thermossl.surface_transfer import TransferConfig, parse_classes, run_transfer
+    002, §4.3, Fig. 5), a predictor (eq. 30) and corrector per step, against fine-tuning and
+    training from scratch, every training with the weight prior ε‖θ‖²/2: path.csv (step, t,
+    lambda, gamma, R, D, C, S, J, accuracy, ...), finetune.csv, transfer.png, metrics.json."""
+    from thermossl.models.digit_tasks import parse_classes
+    from thermossl.surface_transfer import TransferConfig
+    from thermossl.surface_transfer_run import run_transfer
 
     classes = {}
     for name, text in (("source", source), ("target", target)):
@@ -1068,8 +1096,10 @@ def transfer(
         weight_decay=weight_decay,
         difference=difference,
         time_difference=time_difference,
-        slope=slope,
-        feedback=feedback,
+        slope=_slope_setting(slope),
+        corrections=corrections,
+        tolerance=tolerance,
+        line_tolerance=line_tolerance,
         max_relative_change=max_relative_change or None,
         latent_dim=latent_dim,
         hidden=hidden,

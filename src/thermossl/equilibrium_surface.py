@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "SCHEDULES",
     "SurfaceConfig",
     "SurfaceState",
+    "check_surface_settings",
     "classification_derivatives",
     "equilibrate",
     "evaluate_functionals",
@@ -96,27 +98,50 @@ class SurfaceConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("lambda_", "gamma", "alpha", "learning_rate", "peak_learning_rate"):
-            check_positive(name, getattr(self, name))
+        """Raise :class:`ValueError` naming the first bad setting."""
+        check_surface_settings(self)
+        check_positive("alpha", self.alpha)
         if self.beta is not None:
             check_positive("beta", self.beta)
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 < self.difference < 1:
-            raise ValueError(f"difference must lie in (0, 1), got {self.difference!r}")
-        for name in (
-            "steps",
-            "initial_steps",
-            "equilibration_steps",
-            "batch_size",
-            "latent_dim",
-            "hidden",
-            "evaluation_draws",
-        ):
-            check_positive_integer(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_SURFACE_COUNTS = (
+    "steps",
+    "initial_steps",
+    "equilibration_steps",
+    "batch_size",
+    "latent_dim",
+    "hidden",
+    "evaluation_draws",
+)
+
+
+def check_surface_settings(config: Any) -> None:
+    """The checks every process on the surface shares (:class:`SurfaceConfig` and
+    :class:`~thermossl.surface_transfer.TransferConfig`): positive multipliers and learning
+    rates, a finite ``weight_decay`` >= 0, ``difference`` in (0, 1), and positive integer
+    ``steps``, ``initial_steps``, ``equilibration_steps``, ``batch_size``, ``latent_dim``,
+    ``hidden`` and ``evaluation_draws``. Raises :class:`ValueError` naming the first bad one.
+
+    Example::
+
+        >>> check_surface_settings(SurfaceConfig(hidden=0))
+        Traceback (most recent call last):
+        ...
+        ValueError: hidden must be a positive integer, got 0
+    """
+    for name in ("lambda_", "gamma", "learning_rate", "peak_learning_rate"):
+        check_positive(name, getattr(config, name))
+    decay = config.weight_decay
+    if isinstance(decay, bool) or not (isinstance(decay, (int, float)) and 0 <= decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {decay!r}")
+    if not (isinstance(config.difference, (int, float)) and 0 < config.difference < 1):
+        raise ValueError(f"difference must lie in (0, 1), got {config.difference!r}")
+    for name in _SURFACE_COUNTS:
+        check_positive_integer(name, getattr(config, name))
 
 
 @dataclass
@@ -504,7 +529,18 @@ def path_metrics(
       with a weight prior, :func:`weight_entropy`), summed along the path:
       :math:`\sum \Delta R` against :math:`\sum -\bar\lambda\,\Delta D` (midpoint
       :math:`\bar\lambda`) and :math:`\sum -\bar\gamma\,\Delta C`; off the surface the gap is
-      the free energy lost to continued training;
+      the free energy lost to continued training. Exactly, with :math:`E_k` the change of
+      :math:`J` across step :math:`k`'s equilibration (at the new multipliers),
+
+      .. math::
+
+          \Delta R + \Delta S - \sum(-\bar\lambda\Delta D - \bar\gamma\Delta C)
+          = \sum_k E_k - \tfrac12 \sum_k (\Delta D\,\Delta\lambda + \Delta C\,\Delta\gamma),
+
+      and on the surface :math:`E_k = \tfrac12(\Delta D\Delta\lambda + \Delta C\Delta\gamma)
+      + O(\Delta^3)` (:math:`E_k \approx -\tfrac12\Delta\theta^\top A\,\Delta\theta`): the
+      gap is the descent beyond the quasi-static one (``descent_in_equilibrations`` against
+      ``quasi_static_descent``);
     * the finite-difference Hessian of :math:`F` at each step, :math:`[[D_\lambda, D_\gamma],
       [C_\lambda, C_\gamma]]` (Lemma 3: :math:`F` is concave, so its symmetric part is negative
       semidefinite), its largest eigenvalue and the Maxwell asymmetry :math:`|D_\gamma -
@@ -551,6 +587,17 @@ def path_metrics(
         ),
         "sum_of_minus_gamma_dC": sum(
             -(a["gamma"] + b["gamma"]) / 2 * (b["C"] - a["C"]) for a, b in pairs
+        ),
+        "descent_in_equilibrations": sum(
+            trace[-1] - trace[0] for step, trace in traces.items() if step > 0 and trace
+        ),
+        "quasi_static_descent": sum(
+            0.5
+            * (
+                (b["D"] - a["D"]) * (b["lambda"] - a["lambda"])
+                + (b["C"] - a["C"]) * (b["gamma"] - a["gamma"])
+            )
+            for a, b in pairs
         ),
         "free_energy_hessian_largest_eigenvalues": largest_eigenvalues,
         "share_of_steps_with_concave_F": (

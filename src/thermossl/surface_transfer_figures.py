@@ -1,6 +1,6 @@
 r"""The numbers and the figure of a geodesic iso-classification transfer (paper 002, §5.2, Fig. 5).
 
-:func:`transfer_metrics` reduces the rows that :func:`~thermossl.surface_transfer.run_transfer`
+:func:`transfer_metrics` reduces the rows that :func:`~thermossl.surface_transfer_run.run_transfer`
 logs (``path.csv``: one row per value of :math:`t`; ``finetune.csv``: one per fine-tuning chunk)
 to what the experiment exists for: how well :math:`C` was kept along :math:`t`, where
 :math:`R, D` went, and the final target accuracy of transfer, fine-tuning and training from
@@ -53,7 +53,8 @@ def transfer_metrics(
     r"""The run's ``metrics.json``: the largest and the final relative change of :math:`C` along
     :math:`t` (and of the test mixture's :math:`C`), the start and end of the path (:math:`t,
     \lambda, \gamma, R, D, C, S, J`, accuracies), the relative changes of :math:`R` and :math:`D`,
-    the slope :math:`k`, how many steps were clipped or damped, and the final target and source
+    the slope :math:`k`, how many steps were clipped or damped, the corrections per step with
+    :math:`C` before them and the distance from the line after them, and the final target and source
     accuracy and target :math:`C` of transfer, fine-tuning and scratch."""
     first, last = rows[0], rows[-1]
     changes = relative_changes_of_C(rows)
@@ -75,6 +76,13 @@ def transfer_metrics(
             row.get("lambda_clipped", 0) + row.get("gamma_clipped", 0) > 0 for row in rows
         ),
         "damped_steps": sum(row.get("rate_scale", 1.0) < 1.0 for row in rows),
+        "corrections": [row.get("corrections", 0) for row in rows[1:]],
+        "relative_changes_of_C_predicted": [
+            (row["C_predicted"] - first["C"]) / first["C"]
+            for row in rows[1:]
+            if "C_predicted" in row
+        ],
+        "line_residuals": [row["line_residual"] for row in rows[1:] if "line_residual" in row],
         "transfer_gradient_steps": finetune["gradient_steps"],
         "final_target_accuracy": {
             "transfer": last["target_accuracy"],
@@ -111,6 +119,19 @@ def transfer_figure(
     axes[0].plot([r["R"] for r in rows], [r["D"] for r in rows], marker="o", markersize=3)
     axes[0].annotate("t = 0", (rows[0]["R"], rows[0]["D"]), fontsize=8)
     axes[0].annotate("t = 1", (rows[-1]["R"], rows[-1]["D"]), fontsize=8)
+    slope = rows[-1].get("slope")
+    if slope is not None and len(rows) > 1:  # the straight path of slope k through the start
+        rates = [r["R"] for r in rows] + [scratch["R"]]
+        ends = [min(rates), max(rates)]
+        line = [rows[0]["D"] + slope * (rate - rows[0]["R"]) for rate in ends]
+        axes[0].plot(
+            ends, line, color="grey", linestyle="--", linewidth=1, label=f"k = {slope:.3g}"
+        )
+        axes[0].scatter([scratch["R"]], [scratch["D"]], color="C2", zorder=3, label="scratch")
+        axes[0].legend(fontsize=7)
+        distortions = [r["D"] for r in rows] + [scratch["D"]]
+        margin = 0.1 * (max(distortions) - min(distortions)) + 1e-9
+        axes[0].set_ylim(min(distortions) - margin, max(distortions) + margin)
     axes[0].set(xlabel="rate R", ylabel="distortion D", title="rate-distortion path (Fig. 5a)")
     transfer_style = {"color": "C1", "marker": "o", "markersize": 3}
     axes[1].plot(times, [r["target_accuracy"] for r in rows], **transfer_style,
