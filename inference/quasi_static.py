@@ -55,9 +55,12 @@ __all__ = [
     "conserving_rates",
     "data_tangent",
     "equilibrium_tangents",
+    "free_energy_objective",
+    "functional_gradients",
     "geodesic_transfer_rates",
     "hessian_vector_product",
     "rise_and_anneal",
+    "surface_tangents",
 ]
 
 #: ``functionals(theta) -> (R, D, C)``, three scalar tensors.
@@ -152,10 +155,26 @@ def conjugate_gradient(
     return CGResult(x, iterations, residual)
 
 
-def _objective(functionals: Functionals, lambda_: float, gamma: float):
+def free_energy_objective(
+    functionals: Functionals, lambda_: float, gamma: float, weight_decay: float = 0.0
+) -> Callable[[Tensor], Tensor]:
+    r""":math:`\theta \mapsto J_\kappa = R + \lambda D + \gamma C + \frac{\kappa}{2}\|\theta\|^2`
+    (eq. 8 plus a weight decay :math:`\kappa \ge 0`, whose Hessian is :math:`A + \kappa I`; why
+    the digits model needs it: the warning of :mod:`thermossl.surface_derivatives`).
+
+    Example::
+
+        >>> J = free_energy_objective(lambda t: (t.sum(), 2 * t.sum(), 3 * t.sum()), 1.0, 1.0, 2.0)
+        >>> float(J(torch.tensor([1.0, 1.0])))
+        14.0
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+
     def objective(theta: Tensor) -> Tensor:
         rate, distortion, classification = functionals(theta)
-        return rate + lambda_ * distortion + gamma * classification
+        value = rate + lambda_ * distortion + gamma * classification
+        return value + 0.5 * weight_decay * theta.dot(theta) if weight_decay else value
 
     return objective
 
@@ -175,9 +194,37 @@ def _hessian_solver(
     return lambda b: conjugate_gradient(matvec, b, tolerance, max_iterations)
 
 
-def _gradients(functionals: Functionals, theta: Tensor) -> dict[str, Tensor]:
+def functional_gradients(functionals: Functionals, theta: Tensor) -> dict[str, Tensor]:
+    r""":math:`\nabla R, \nabla D, \nabla C` at ``theta``, keyed ``rate``, ``distortion``,
+    ``classification``.
+
+    Example::
+
+        >>> functional_gradients(lambda t: (t.sum(), (t**2).sum(), 0 * t.sum()), torch.ones(2))
+        {'rate': tensor([1., 1.]), 'distortion': tensor([2., 2.]), 'classification': tensor([0., 0.])}
+    """
     jacobian = torch.func.jacrev(lambda t: torch.stack(functionals(t)))(theta)
     return dict(zip(("rate", "distortion", "classification"), jacobian, strict=True))
+
+
+def surface_tangents(
+    gradients: dict[str, Tensor],
+    theta_lambda: Tensor,
+    theta_gamma: Tensor,
+    solves: tuple[CGResult, CGResult],
+) -> SurfaceTangents:
+    r"""Lemma 5's tangents with what follows from them: :math:`\partial X/\partial\lambda =
+    \nabla X \cdot \theta_\lambda`, :math:`\partial X/\partial\gamma = \nabla X \cdot
+    \theta_\gamma` for every functional, and the Hessian of :math:`F` (rows :math:`D, C`), however
+    :math:`\theta_\lambda, \theta_\gamma` were solved for."""
+    derivatives = {
+        name: (float(gradient.dot(theta_lambda)), float(gradient.dot(theta_gamma)))
+        for name, gradient in gradients.items()
+    }
+    hessian = torch.tensor(
+        [derivatives["distortion"], derivatives["classification"]], dtype=theta_lambda.dtype
+    )
+    return SurfaceTangents(theta_lambda, theta_gamma, gradients, derivatives, hessian, solves)
 
 
 def equilibrium_tangents(
@@ -216,19 +263,15 @@ def equilibrium_tangents(
         raise ValueError(f"damping must be >= 0, got {damping!r}")
     theta = theta.detach()
     solve = _hessian_solver(
-        _objective(functionals, lambda_, gamma), theta, damping, tolerance, max_iterations
+        free_energy_objective(functionals, lambda_, gamma),
+        theta,
+        damping,
+        tolerance,
+        max_iterations,
     )
-    gradients = _gradients(functionals, theta)
+    gradients = functional_gradients(functionals, theta)
     solves = tuple(solve(-gradients[name]) for name in ("distortion", "classification"))
-    theta_lambda, theta_gamma = solves[0].solution, solves[1].solution
-    derivatives = {
-        name: (float(gradient.dot(theta_lambda)), float(gradient.dot(theta_gamma)))
-        for name, gradient in gradients.items()
-    }
-    hessian = torch.tensor(
-        [derivatives["distortion"], derivatives["classification"]], dtype=theta.dtype
-    )
-    return SurfaceTangents(theta_lambda, theta_gamma, gradients, derivatives, hessian, solves)
+    return surface_tangents(gradients, solves[0].solution, solves[1].solution, solves)
 
 
 def conserving_rates(
@@ -285,10 +328,14 @@ def data_tangent(
     )
     theta = theta.detach()
     solve = _hessian_solver(
-        _objective(mixture, lambda_, gamma), theta, damping, tolerance, max_iterations
+        free_energy_objective(mixture, lambda_, gamma), theta, damping, tolerance, max_iterations
     )
-    source_gradient = torch.func.grad(_objective(functionals_source, lambda_, gamma))(theta)
-    target_gradient = torch.func.grad(_objective(functionals_target, lambda_, gamma))(theta)
+    source_gradient = torch.func.grad(free_energy_objective(functionals_source, lambda_, gamma))(
+        theta
+    )
+    target_gradient = torch.func.grad(free_energy_objective(functionals_target, lambda_, gamma))(
+        theta
+    )
     theta_t = solve(source_gradient - target_gradient).solution
     with torch.no_grad():
         explicit = [
@@ -304,7 +351,10 @@ def data_tangent(
 
 
 def geodesic_transfer_rates(
-    tangents: SurfaceTangents, time_derivatives: dict[str, float], lambda_: float, slope: float
+    derivatives: dict[str, tuple[float, float]],
+    time_derivatives: dict[str, float],
+    lambda_: float,
+    slope: float,
 ) -> tuple[float, float]:
     r"""The multipliers' rates of the geodesic iso-classification transfer (§4.3, eq. 30):
 
@@ -316,9 +366,12 @@ def geodesic_transfer_rates(
         = -\partial_t C,
 
     with :math:`k = dD/dR` the fixed slope of the straight path in the :math:`(R, D)` plane.
+    ``derivatives`` holds the surface derivatives as :class:`SurfaceTangents` does (``"distortion"``
+    and ``"classification"`` as :math:`(\partial_\lambda, \partial_\gamma)` pairs), from Lemma 5
+    or from finite differences.
     """
-    d_lambda, d_gamma = tangents.derivatives["distortion"]
-    c_lambda, c_gamma = tangents.derivatives["classification"]
+    d_lambda, d_gamma = derivatives["distortion"]
+    c_lambda, c_gamma = derivatives["classification"]
     matrix = torch.tensor([[d_lambda, d_gamma], [c_lambda, c_gamma]], dtype=torch.float64)
     right = torch.tensor(
         [

@@ -7,9 +7,6 @@ Gao & Chaudhari (paper 002), §3. The equilibrium surface is the set of minimize
 enough for a dense Hessian (:math:`P \lesssim 2000`) this module reaches one to a tight gradient
 norm:
 
-* :func:`free_energy_objective`: :math:`J_\kappa = R + \lambda D + \gamma C + \frac\kappa2
-  \|\theta\|^2`, whose weight decay :math:`\kappa \ge 0` gives a stationary point to a :math:`J`
-  that has none (the digits model's, see the warning of :mod:`thermossl.surface_derivatives`);
 * :func:`dense_hessian`: :math:`\nabla^2 f(\theta)`, one Hessian-vector product per column;
 * :func:`minimize_free_energy`: L-BFGS, then Newton's method with an exact trust region (Moré &
   Sorensen 1983; Nocedal & Wright, Alg. 4.1) until :math:`\|\nabla J_\kappa\|` is below a
@@ -32,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.optimize
 import torch
-from thermossl.inference.quasi_static import Functionals
+from thermossl.inference.quasi_static import Functionals, free_energy_objective
 from torch import Tensor
 
 from thermossl._validation import check_positive, check_positive_integer
@@ -40,7 +37,6 @@ from thermossl._validation import check_positive, check_positive_integer
 __all__ = [
     "MinimizationResult",
     "dense_hessian",
-    "free_energy_objective",
     "minimize_free_energy",
     "require_converged",
 ]
@@ -59,30 +55,6 @@ class MinimizationResult(NamedTuple):
     largest_eigenvalue: float
     iterations: int
     converged: bool
-
-
-def free_energy_objective(
-    functionals: Functionals, lambda_: float, gamma: float, weight_decay: float = 0.0
-) -> Callable[[Tensor], Tensor]:
-    r""":math:`\theta \mapsto J_\kappa = R + \lambda D + \gamma C + \frac{\kappa}{2}\|\theta\|^2`
-    (eq. 8 plus the weight decay :math:`\kappa`; why the digits model needs it: the warning of
-    :mod:`thermossl.surface_derivatives`).
-
-    Example::
-
-        >>> J = free_energy_objective(lambda t: (t.sum(), 2 * t.sum(), 3 * t.sum()), 1.0, 1.0, 2.0)
-        >>> float(J(torch.tensor([1.0, 1.0])))
-        14.0
-    """
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-
-    def objective(theta: Tensor) -> Tensor:
-        rate, distortion, classification = functionals(theta)
-        value = rate + lambda_ * distortion + gamma * classification
-        return value + 0.5 * weight_decay * theta.dot(theta) if weight_decay else value
-
-    return objective
 
 
 def dense_hessian(
@@ -164,7 +136,9 @@ def minimize_free_energy(
     callback: Callable[[int, float, float, float], None] | None = None,
 ) -> MinimizationResult:
     r"""A strict local minimum of :math:`J_\kappa = R + \lambda D + \gamma C + \frac\kappa2
-    \|\theta\|^2` near ``theta0``: the point :math:`\theta^* \in \Theta_{\lambda,\gamma}` of eq. 15.
+    \|\theta\|^2` (:func:`~thermossl.inference.quasi_static.free_energy_objective`; the weight
+    decay :math:`\kappa \ge 0` gives a stationary point to a :math:`J` that has none) near
+    ``theta0``: the point :math:`\theta^* \in \Theta_{\lambda,\gamma}` of eq. 15.
 
     ``warm_start_iterations`` of L-BFGS (SciPy) first, then Newton's method with an exact trust
     region: at each iterate the dense Hessian :math:`H` (:func:`dense_hessian`) and its
@@ -177,7 +151,7 @@ def minimize_free_energy(
 
     :param functionals: ``theta -> (R, D, C)``, deterministic (fixed noise).
     :param torch.Tensor theta0: ``[P]`` start.
-    :param float weight_decay: :math:`\kappa \ge 0` (see :func:`free_energy_objective`).
+    :param float weight_decay: :math:`\kappa \ge 0`.
     :param callback: called as ``callback(iteration, J, ||grad J||, smallest eigenvalue)`` at
         every Newton iterate (progress of long minimizations).
     :returns: :class:`MinimizationResult`; ``converged`` is False when ``max_iterations`` ran out

@@ -55,6 +55,7 @@ TINY = {
     "evaluation_draws": 1,
 }
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+EPS = torch.finfo(torch.float64).eps
 runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
 
 
@@ -271,16 +272,22 @@ def _check_eq30(rows, steps):
         value = _numbers(row)
         k, lam = value["slope"], value["lambda_start"]
         lambda_dot, gamma_dot = value["lambda_rate"], value["gamma_rate"]
-        distortion = value["dD/dlambda"] * lambda_dot + value["dD/dgamma"] * gamma_dot
-        classification = value["dC/dlambda"] * lambda_dot + value["dC/dgamma"] * gamma_dot
         right = k * value["dR/dt"] / (1 + k * lam) - value["dD/dt"]
-        assert distortion == pytest.approx(right, rel=1e-6, abs=1e-9)
-        assert classification == pytest.approx(-value["dC/dt"], rel=1e-6, abs=1e-9)
+        for row_name, target in (("D", right), ("C", -value["dC/dt"])):
+            terms = (
+                value[f"d{row_name}/dlambda"] * lambda_dot,
+                value[f"d{row_name}/dgamma"] * gamma_dot,
+            )
+            # a backward-stable solve of the 2 x 2 system: residual within a few ulps of its terms
+            bound = 16 * EPS * (abs(terms[0]) + abs(terms[1]) + abs(target))
+            assert abs(terms[0] + terms[1] - target) <= bound
         scale = value["rate_scale"]
         assert 0 < scale <= 1
         if not value["lambda_clipped"]:
             predicted = lam + scale * lambda_dot / steps
-            assert value["lambda_predicted"] == pytest.approx(predicted, rel=1e-9)
+            assert value["lambda_predicted"] == pytest.approx(
+                predicted, rel=4 * EPS
+            )  # x dt vs / steps
             if value["corrections"] == 0:
                 assert value["lambda"] == value["lambda_predicted"]
     assert [row["time_scheme"] for row in rows[1:]] == ["forward", "central"][: len(rows) - 1]
@@ -296,7 +303,7 @@ def test_each_step_solves_eq30_with_the_derivatives_it_logged(straight):
     assert all(_numbers(row)["rate_scale"] == 1 for row in rows[1:])
     scratch = torch.load(out / "checkpoint.pt", weights_only=False)["scratch"]
     expected = chord_slope(_numbers(rows[0]), scratch)
-    assert all(_numbers(row)["slope"] == pytest.approx(expected, rel=1e-12) for row in rows[1:])
+    assert all(_numbers(row)["slope"] == expected for row in rows[1:])
 
 
 def test_each_step_is_corrected_until_C_is_within_tolerance(straight):
@@ -306,7 +313,7 @@ def test_each_step_is_corrected_until_C_is_within_tolerance(straight):
     start = rows[0]
     for row in rows[1:]:
         line, _ = path_residuals(row, start, row["slope"])
-        assert row["line_residual"] == pytest.approx(line, rel=1e-9, abs=1e-9)
+        assert row["line_residual"] == line  # the same formula on the same numbers
         inside = abs(row["C"] / start["C"] - 1) <= 0.02 and abs(line) <= 0.02 * start["D"]
         assert row["corrections"] == 4 or inside
         if row["corrections"] == 0:
@@ -321,7 +328,7 @@ def test_each_step_is_corrected_until_C_is_within_tolerance(straight):
         assert len(mine) == row["corrections"]
         if mine:
             for key in ("lambda", "gamma", "C", "R", "D"):
-                assert mine[-1][key] == pytest.approx(row[key], rel=1e-9)
+                assert mine[-1][key] == row[key]  # read off the same parameters
 
 
 def test_path_correction_is_exact_on_a_power_law_surface():
@@ -361,7 +368,10 @@ def test_path_correction_is_exact_on_a_power_law_surface():
         residuals = path_residuals(surface(lambda_, gamma), start, slope)
         step = path_correction(derivatives, slope, residuals, where, largest_factor=1e9)
         after = surface(lambda_ * math.exp(step[0]), gamma * math.exp(step[1]))
-        assert path_residuals(after, start, slope) == pytest.approx((0.0, 0.0), abs=1e-9)
+        # round-off: evaluating the line at D ~ 70 and the log of C, and a solve with cond <= 100
+        scale = abs(start["D"]) + abs(slope) * abs(start["R"])
+        bound = 8 * EPS * (scale + 100 * (abs(residuals[0]) + abs(residuals[1])))
+        assert all(abs(left) <= bound for left in path_residuals(after, start, slope))
         damped = path_correction(derivatives, slope, residuals, where, largest_factor=1.01)
         assert max(map(abs, damped)) == pytest.approx(math.log(1.01), rel=1e-12)
         assert damped[0] * step[1] == pytest.approx(damped[1] * step[0], abs=1e-15)
@@ -422,7 +432,7 @@ def test_rows_log_the_free_energy_with_the_weight_prior(straight):
     rows = [_numbers(row) for row in _rows(out / "path.csv")]
     for row in rows:
         expected = row["R"] + row["lambda"] * row["D"] + row["gamma"] * row["C"] + row["S"]
-        assert row["J"] == pytest.approx(expected, rel=1e-9)
+        assert row["J"] == expected
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["worlds"]["classifier.weight"].shape == (5, TINY["latent_dim"])
     squares = sum(float(value.double().square().sum()) for value in saved["worlds"].values())
@@ -511,7 +521,7 @@ def test_cli_transfer_open_loop_with_separate_outputs_and_damping(tmp_path):
     _check_eq30(rows, TINY["steps"])
     assert all(int(row["corrections"]) == 0 for row in rows[1:])
     first = _numbers(rows[1])  # the least change at t = 0: (lambda_dot / lambda, gamma_dot /
-    assert first["slope"] == pytest.approx(least_change_slope(first, 0.5, 5.0), rel=1e-9)
+    assert first["slope"] == least_change_slope(first, 0.5, 5.0)
     u, v = first["lambda_rate"] / 0.5, first["gamma_rate"] / 5.0  # gamma) along (a, b)
     a, b = first["dC/dlambda"] * 0.5, first["dC/dgamma"] * 5.0
     assert u * b == pytest.approx(v * a, rel=1e-6, abs=1e-12)

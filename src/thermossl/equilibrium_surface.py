@@ -51,8 +51,8 @@ SCHEDULES = ("rise_and_anneal", "step_decay", "constant")
 __all__ = [
     "SCHEDULES",
     "SurfaceConfig",
+    "SurfaceSettings",
     "SurfaceState",
-    "check_surface_settings",
     "classification_derivatives",
     "equilibrate",
     "evaluate_functionals",
@@ -64,17 +64,18 @@ __all__ = [
 
 
 @dataclass
-class SurfaceConfig:
-    r"""Settings of a run on the equilibrium surface (paper 002, §5.1, scaled to digits).
+class SurfaceSettings:
+    r"""What every process on the equilibrium surface is trained with (paper 002, §5.1, scaled to
+    digits); :class:`SurfaceConfig` and :class:`~thermossl.surface_transfer.TransferConfig`
+    extend it.
 
     ``initial_steps`` Adam steps at ``learning_rate`` reach the surface at :math:`(\lambda_0,
-    \gamma_0)`; each change of the multipliers is followed by ``equilibration_steps`` steps whose
-    learning rate rises to ``peak_learning_rate`` and anneals to zero. ``difference`` is the
-    finite-difference step :math:`h` relative to each multiplier; ``alpha`` scales the process's
-    time (eq. 31). ``weight_decay`` :math:`\epsilon` adds the weight prior's
+    \gamma_0)` = ``(lambda_, gamma)``; each change of the multipliers is followed by
+    ``equilibration_steps`` steps whose learning rate rises to ``peak_learning_rate`` and anneals
+    to zero; ``steps`` process steps. ``difference`` is the finite-difference step :math:`h`
+    relative to each multiplier. ``weight_decay`` :math:`\epsilon` adds the weight prior's
     :math:`S = \epsilon\|\theta\|^2/2` to :math:`J` (:func:`weight_entropy`: without it the
-    digits model has no surface to reach); ``beta`` switches the conserved quantity from
-    :math:`C` to Remark 8's :math:`C + R/\beta`.
+    digits model has no surface to reach).
 
     The defaults are the README's runs: with them, one more equilibration at fixed multipliers
     moves :math:`C` by about 1 % and :math:`J` by less than 0.2 %.
@@ -83,13 +84,11 @@ class SurfaceConfig:
     lambda_: float = 0.5
     gamma: float = 5.0
     steps: int = 20
-    alpha: float = 3.0
     initial_steps: int = 25_000
     learning_rate: float = 1e-2
     equilibration_steps: int = 1000
     peak_learning_rate: float = 1.5e-2
     weight_decay: float = 1e-2
-    beta: float | None = None
     difference: float = 0.05
     batch_size: int = 256
     latent_dim: int = 6
@@ -98,50 +97,58 @@ class SurfaceConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        """Raise :class:`ValueError` naming the first bad setting."""
-        check_surface_settings(self)
-        check_positive("alpha", self.alpha)
-        if self.beta is not None:
-            check_positive("beta", self.beta)
+        """Raise :class:`ValueError` naming the first bad setting: positive multipliers and
+        learning rates, a finite ``weight_decay`` >= 0, ``difference`` in (0, 1), positive
+        integer counts and a non-negative integer ``seed``.
+
+        Example::
+
+            >>> SurfaceSettings(hidden=0).validate()
+            Traceback (most recent call last):
+            ...
+            ValueError: hidden must be a positive integer, got 0
+        """
+        for name in ("lambda_", "gamma", "learning_rate", "peak_learning_rate"):
+            check_positive(name, getattr(self, name))
+        decay = self.weight_decay
+        if isinstance(decay, bool) or not (
+            isinstance(decay, (int, float)) and 0 <= decay < math.inf
+        ):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {decay!r}")
+        if not (isinstance(self.difference, (int, float)) and 0 < self.difference < 1):
+            raise ValueError(f"difference must lie in (0, 1), got {self.difference!r}")
+        for name in (
+            "steps",
+            "initial_steps",
+            "equilibration_steps",
+            "batch_size",
+            "latent_dim",
+            "hidden",
+            "evaluation_draws",
+        ):
+            check_positive_integer(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SURFACE_COUNTS = (
-    "steps",
-    "initial_steps",
-    "equilibration_steps",
-    "batch_size",
-    "latent_dim",
-    "hidden",
-    "evaluation_draws",
-)
+@dataclass
+class SurfaceConfig(SurfaceSettings):
+    r"""Settings of an iso-classification run (Remark 7): :class:`SurfaceSettings`, and
+    ``alpha``, the process's time scale (eq. 31); ``beta`` switches the conserved quantity from
+    :math:`C` to Remark 8's :math:`C + R/\beta`."""
 
+    alpha: float = 3.0
+    beta: float | None = None
 
-def check_surface_settings(config: Any) -> None:
-    """The checks every process on the surface shares (:class:`SurfaceConfig` and
-    :class:`~thermossl.surface_transfer.TransferConfig`): positive multipliers and learning
-    rates, a finite ``weight_decay`` >= 0, ``difference`` in (0, 1), and positive integer
-    ``steps``, ``initial_steps``, ``equilibration_steps``, ``batch_size``, ``latent_dim``,
-    ``hidden`` and ``evaluation_draws``. Raises :class:`ValueError` naming the first bad one.
-
-    Example::
-
-        >>> check_surface_settings(SurfaceConfig(hidden=0))
-        Traceback (most recent call last):
-        ...
-        ValueError: hidden must be a positive integer, got 0
-    """
-    for name in ("lambda_", "gamma", "learning_rate", "peak_learning_rate"):
-        check_positive(name, getattr(config, name))
-    decay = config.weight_decay
-    if isinstance(decay, bool) or not (isinstance(decay, (int, float)) and 0 <= decay < math.inf):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {decay!r}")
-    if not (isinstance(config.difference, (int, float)) and 0 < config.difference < 1):
-        raise ValueError(f"difference must lie in (0, 1), got {config.difference!r}")
-    for name in _SURFACE_COUNTS:
-        check_positive_integer(name, getattr(config, name))
+    def validate(self) -> None:
+        """Raise :class:`ValueError` naming the first bad setting."""
+        super().validate()
+        check_positive("alpha", self.alpha)
+        if self.beta is not None:
+            check_positive("beta", self.beta)
 
 
 @dataclass

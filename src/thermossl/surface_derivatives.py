@@ -60,11 +60,13 @@ from thermossl.inference.quasi_static import (
     Functionals,
     SurfaceTangents,
     equilibrium_tangents,
+    free_energy_objective,
+    functional_gradients,
+    surface_tangents,
 )
 from thermossl.inference.trust_region import (
     MinimizationResult,
     dense_hessian,
-    free_energy_objective,
     minimize_free_energy,
     require_converged,
 )
@@ -170,23 +172,12 @@ def dense_tangents(
     theta = theta.detach()
     objective = free_energy_objective(functionals, lambda_, gamma, weight_decay)
     hessian = dense_hessian(objective, theta, chunk_size)
-    jacobian = torch.func.jacrev(lambda t: torch.stack(functionals(t)))(theta)
-    gradients = dict(zip(_NAMES, jacobian, strict=True))
+    gradients = functional_gradients(functionals, theta)
     right = -torch.stack([gradients["distortion"], gradients["classification"]], 1)
     solution = torch.linalg.solve(hessian, right)
     residuals = (right - hessian @ solution).norm(dim=0) / right.norm(dim=0)
     solves = tuple(CGResult(solution[:, i], 0, float(residuals[i])) for i in range(2))
-    theta_lambda, theta_gamma = solution[:, 0], solution[:, 1]
-    derivatives = {
-        name: (float(gradient.dot(theta_lambda)), float(gradient.dot(theta_gamma)))
-        for name, gradient in gradients.items()
-    }
-    free_energy_hessian = torch.tensor(
-        [derivatives["distortion"], derivatives["classification"]], dtype=theta.dtype
-    )
-    return SurfaceTangents(
-        theta_lambda, theta_gamma, gradients, derivatives, free_energy_hessian, solves
-    )
+    return surface_tangents(gradients, solution[:, 0], solution[:, 1], solves)
 
 
 def exact_tangents(

@@ -57,11 +57,15 @@ import torch
 from torch import Tensor
 
 from thermossl._validation import check_positive, check_positive_integer
-from thermossl.inference.quasi_static import Functionals, SurfaceTangents, conserving_rates
+from thermossl.inference.quasi_static import (
+    Functionals,
+    SurfaceTangents,
+    conserving_rates,
+    free_energy_objective,
+)
 from thermossl.inference.trust_region import (
     MinimizationResult,
     dense_hessian,
-    free_energy_objective,
     minimize_free_energy,
     require_converged,
 )
@@ -221,13 +225,17 @@ def compare_dynamics(
     exact = exact_tangents(functionals, start.theta, lambda_, gamma, **options)
     check = None
     if check_conjugate_gradient:
-        dense = dense_tangents(
-            functionals,
-            start.theta,
-            lambda_,
-            gamma,
-            weight_decay=weight_decay,
-            chunk_size=chunk_size,
+        dense = (
+            exact
+            if solver == "dense"
+            else dense_tangents(
+                functionals,
+                start.theta,
+                lambda_,
+                gamma,
+                weight_decay=weight_decay,
+                chunk_size=chunk_size,
+            )
         )
         iterative = exact_tangents(
             functionals, start.theta, lambda_, gamma, **{**options, "solver": "conjugate_gradient"}
@@ -267,8 +275,11 @@ def compare_dynamics(
         if step > 0:
             tangents = exact_tangents(functionals, theta, *multipliers, **options)
         used = tangents.derivatives["classification"] if step < steps else None
+        minimum = start if step == 0 else None  # Euler steps leave the surface: computed
         exact_path.append(
-            _point(functionals, theta, multipliers, **point, exact=tangents, used=used)
+            _point(
+                functionals, theta, multipliers, **point, exact=tangents, used=used, minimum=minimum
+            )
         )
         if step < steps:
             d_lambda, d_gamma = conserving_rates(*used, alpha)
@@ -279,7 +290,7 @@ def compare_dynamics(
     theta, multipliers = start.theta, (lambda_, gamma)
     for step in range(steps + 1):
         if step == 0:
-            finite, here = comparisons[0].finite_difference, exact
+            finite, here, result = comparisons[0].finite_difference, exact, start
         else:
             result = require_converged(
                 minimize_free_energy(
@@ -299,7 +310,9 @@ def compare_dynamics(
                     **minimization,
                 )
         used = finite.derivatives["classification"] if step < steps else None
-        finite_path.append(_point(functionals, theta, multipliers, **point, exact=here, used=used))
+        finite_path.append(
+            _point(functionals, theta, multipliers, **point, exact=here, used=used, minimum=result)
+        )
         if step < steps:
             d_lambda, d_gamma = conserving_rates(*used, alpha)
             multipliers = _moved(multipliers, d_lambda, d_gamma, "finite-difference")
@@ -331,10 +344,17 @@ def _point(
     chunk_size: int,
     exact: SurfaceTangents,
     used: tuple[float, float] | None,
+    minimum: MinimizationResult | None = None,
 ) -> PathPoint:
-    objective = free_energy_objective(functionals, *multipliers, weight_decay)
-    gradient_norm = float(torch.func.grad(objective)(theta).norm())
-    smallest = float(torch.linalg.eigvalsh(dense_hessian(objective, theta, chunk_size))[0])
+    """The path point at ``theta``; :math:`\\|\nabla J_\\kappa\\|` and the smallest eigenvalue
+    come from ``minimum`` when the point is a minimization's result (its ``theta``), else are
+    computed (a dense Hessian)."""
+    if minimum is not None:
+        gradient_norm, smallest = minimum.gradient_norm, minimum.smallest_eigenvalue
+    else:
+        objective = free_energy_objective(functionals, *multipliers, weight_decay)
+        gradient_norm = float(torch.func.grad(objective)(theta).norm())
+        smallest = float(torch.linalg.eigvalsh(dense_hessian(objective, theta, chunk_size))[0])
     return PathPoint(
         *multipliers,
         *functional_values(functionals, theta).values(),

@@ -104,7 +104,7 @@ from torch import nn
 
 from thermossl._validation import check_positive, check_positive_integer
 from thermossl.equilibrium_surface import (
-    check_surface_settings,
+    SurfaceSettings,
     equilibrate,
     evaluate_functionals,
     weight_entropy,
@@ -139,20 +139,20 @@ SLOPE_CHOICES = ("chord", "least-change")
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(SurfaceSettings):
     r"""Settings of a geodesic iso-classification transfer (paper 002, §4.3 and §5.2).
+
+    The training settings are :class:`~thermossl.equilibrium_surface.SurfaceSettings`'s:
+    ``initial_steps`` reach the source surface at :math:`(\lambda_0, \gamma_0)` = ``(lambda_,
+    gamma)``, and ``steps`` process steps (here 10) take :math:`t` from 0 to 1, each branch and
+    each step equilibrating for ``equilibration_steps``. ``time_difference`` is the
+    finite-difference step in :math:`t` (``None``: one process step, :math:`\Delta t`).
 
     ``source``/``target``: the digit classes of the two tasks (tuples, or strings read by
     :func:`~thermossl.models.digit_tasks.parse_classes`); they must be disjoint unless
     ``allow_overlap`` (which needs ``shared_outputs=False``). ``shared_outputs`` numbers each
     task's classes by rank and gives the classifier :math:`K` outputs (equal class counts
-    required). ``initial_steps`` Adam steps at ``learning_rate`` (step decay) reach the source
-    surface at :math:`(\lambda_0, \gamma_0)` = ``(lambda_, gamma)``; ``steps`` process steps
-    take :math:`t` from 0 to 1, each branch and each step equilibrating for
-    ``equilibration_steps`` rise-and-anneal steps peaking at ``peak_learning_rate``; every
-    training adds ``weight_decay`` :math:`\epsilon\|\theta\|^2/2`. ``difference`` is the
-    finite-difference step relative to each multiplier, ``time_difference`` the one in :math:`t`
-    (``None``: one process step, :math:`\Delta t`).
+    required).
 
     ``slope`` is :math:`k = dD/dR`: a number, ``"chord"`` (the default: the chord to the target
     trained from scratch at :math:`(\lambda_0, \gamma_0)`) or ``"least-change"`` (module notes).
@@ -160,23 +160,13 @@ class TransferConfig:
     an equilibration) bring the point back to the line and to :math:`C_0`, until
     :math:`|C/C_0 - 1| \le` ``tolerance`` and the distance from the line
     :math:`|r_{line}| \le` ``line_tolerance`` :math:`\cdot D_0` (0 corrections: eq. 30 alone,
-    as in the paper). ``max_relative_change`` (off) damps the predictor (module notes). The
-    learning rates, equilibration length and weight prior follow
-    :class:`~thermossl.equilibrium_surface.SurfaceConfig`.
+    as in the paper). ``max_relative_change`` (off) damps the predictor (module notes).
     """
 
+    steps: int = 10
     source: tuple[int, ...] = (0, 1, 2, 3, 4)
     target: tuple[int, ...] = (5, 6, 7, 8, 9)
     shared_outputs: bool = True
-    lambda_: float = 0.5
-    gamma: float = 5.0
-    steps: int = 10
-    initial_steps: int = 25_000
-    learning_rate: float = 1e-2
-    equilibration_steps: int = 1000
-    peak_learning_rate: float = 1.5e-2
-    weight_decay: float = 1e-2
-    difference: float = 0.05
     time_difference: float | None = None
     slope: float | str = "chord"
     corrections: int = 4
@@ -184,11 +174,6 @@ class TransferConfig:
     line_tolerance: float = 0.02
     max_relative_change: float | None = None
     minimum_multiplier: float = 1e-3
-    batch_size: int = 256
-    latent_dim: int = 6
-    hidden: int = 48
-    evaluation_draws: int = 4
-    seed: int = 0
     allow_overlap: bool = False
 
     def __post_init__(self) -> None:
@@ -211,7 +196,7 @@ class TransferConfig:
             )
         if self.shared_outputs:
             shared_labels(torch.tensor(source + target), source, target)  # equal sizes, disjoint
-        check_surface_settings(self)
+        super().validate()
         check_positive("minimum_multiplier", self.minimum_multiplier)
         for name in ("tolerance", "line_tolerance"):
             value = getattr(self, name)
@@ -238,13 +223,9 @@ class TransferConfig:
             )
         elif abs(1 + self.slope * self.lambda_) < 1e-12:
             raise ValueError("slope must not be -1/lambda_ (eq. 30 divides by 1 + k lambda)")
-        for name in ("corrections", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        corrections = self.corrections
+        if isinstance(corrections, bool) or not isinstance(corrections, int) or corrections < 0:
+            raise ValueError(f"corrections must be a non-negative integer, got {corrections!r}")
 
 
 def transfer_worlds(config: TransferConfig, num_outputs: int) -> DigitsWorlds:
@@ -301,26 +282,25 @@ def row_values(
 ) -> dict[str, float]:
     r"""R, D, C on the training mixture at ``t``, :math:`S` and :math:`J = R + \lambda D + \gamma C
     + S`; C and accuracy on the test mixture at ``t``, accuracy on the target's and on the
-    source's test examples."""
+    source's test examples. The test mixture's values are those of the two tasks mixed,
+    :math:`(1 - t)\,X_s + t\,X_t`: an expectation under eq. 23 is linear in :math:`t`."""
     data, draws = mixture.data, config.evaluation_draws
     train = train_values(worlds, mixture, t, draws)
-
-    def test(time: float) -> dict[str, float]:
-        weights = mixture.test_weights(time)
-        return evaluate_functionals(
-            worlds, data.test_pixels, data.test_labels, draws, weights=weights
+    source, target = (
+        evaluate_functionals(
+            worlds, data.test_pixels, data.test_labels, draws, weights=mixture.test_weights(end)
         )
-
+        for end in (0.0, 1.0)
+    )
     S = weight_entropy(worlds, config.weight_decay)
-    at_t = test(t)
     return {
         **{key: train[key] for key in FUNCTIONALS},
         "S": S,
         "J": train["R"] + lambda_ * train["D"] + gamma * train["C"] + S,
-        "test_C": at_t["C"],
-        "accuracy": at_t["accuracy"],
-        "target_accuracy": test(1.0)["accuracy"],
-        "source_accuracy": test(0.0)["accuracy"],
+        "test_C": (1 - t) * source["C"] + t * target["C"],
+        "accuracy": (1 - t) * source["accuracy"] + t * target["accuracy"],
+        "target_accuracy": target["accuracy"],
+        "source_accuracy": source["accuracy"],
     }
 
 
@@ -361,8 +341,8 @@ def transfer_derivatives(
     at its :math:`t`. Returns the derivatives (keys ``dX/dlambda``, ``dX/dgamma``, ``dX/dt``,
     ``time_scheme``: ``central``, ``forward`` or ``backward``, and ``C_branch_mean``: the four
     multiplier branches' mean :math:`C`, the point's :math:`C` to second order) and the number of
-    gradient steps taken. At :math:`t = 0` and 1 the difference in :math:`t` is one-sided against
-    an unshifted branch.
+    gradient steps taken. Where :math:`t \pm h` leaves :math:`[0, 1]` the difference in :math:`t` is
+    one-sided against an unshifted branch.
     """
     worlds = state.worlds
     t = state.step / config.steps
@@ -394,20 +374,19 @@ def transfer_derivatives(
         centered.extend(side["C"] for side in sides)
 
     h = config.time_difference if config.time_difference is not None else 1.0 / config.steps
+    here = (state.lambda_, state.gamma)
     fits_above, fits_below = t + h <= 1 + 1e-12, t - h >= -1e-12
-    center = None
-    if not (fits_above and fits_below):
-        center = branch(state.lambda_, state.gamma, t)
     if fits_above and fits_below:
         scheme, width = "central", 2 * h
-        upper = branch(state.lambda_, state.gamma, min(t + h, 1.0))
-        lower = branch(state.lambda_, state.gamma, max(t - h, 0.0))
-    elif fits_above:
+        upper, lower = branch(*here, min(t + h, 1.0)), branch(*here, max(t - h, 0.0))
+    elif fits_above:  # at t = 0: against the unshifted branch
         scheme, width = "forward", h
-        upper, lower = branch(state.lambda_, state.gamma, min(t + h, 1.0)), center
+        lower = branch(*here, t)
+        upper = branch(*here, min(t + h, 1.0))
     else:
         scheme, width = "backward", h
-        upper, lower = center, branch(state.lambda_, state.gamma, max(t - h, 0.0))
+        upper = branch(*here, t)
+        lower = branch(*here, max(t - h, 0.0))
     for functional in FUNCTIONALS:
         derivatives[f"d{functional}/dt"] = (upper[functional] - lower[functional]) / width
     derivatives["time_scheme"] = scheme

@@ -23,38 +23,32 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
-from thermossl.inference.quasi_static import SurfaceTangents, geodesic_transfer_rates
+from thermossl.inference.quasi_static import geodesic_transfer_rates
 
 __all__ = [
     "chord_slope",
+    "derivative_pairs",
     "least_change_slope",
     "path_correction",
     "path_residuals",
-    "surface_tangents",
     "transfer_rates",
 ]
 
 
-def surface_tangents(derivatives: dict[str, Any]) -> SurfaceTangents:
-    r"""The finite differences in :class:`SurfaceTangents`'s ``derivatives`` layout: ``rate``,
-    ``distortion`` and ``classification`` as :math:`(\partial_\lambda, \partial_\gamma)` pairs
-    (no :math:`\theta_\lambda, \theta_\gamma`: those exist only for the Hessian route).
+def derivative_pairs(derivatives: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    r"""The flat finite differences (``"dR/dlambda"``, …) as the pairs
+    :math:`(\partial_\lambda X, \partial_\gamma X)` keyed ``rate``, ``distortion``,
+    ``classification`` that :class:`~thermossl.inference.quasi_static.SurfaceTangents` carries.
 
     Example::
 
-        >>> derivatives = {f"d{f}/d{m}": 1.0 for f in "RDC" for m in ("lambda", "gamma")}
-        >>> surface_tangents(derivatives).derivatives["classification"]
-        (1.0, 1.0)
+        >>> derivative_pairs({f"d{f}/d{m}": 1.0 for f in "RDC" for m in ("lambda", "gamma")})
+        {'rate': (1.0, 1.0), 'distortion': (1.0, 1.0), 'classification': (1.0, 1.0)}
     """
-    pairs = {
+    return {
         name: (derivatives[f"d{symbol}/dlambda"], derivatives[f"d{symbol}/dgamma"])
         for name, symbol in (("rate", "R"), ("distortion", "D"), ("classification", "C"))
     }
-    hessian = torch.tensor([pairs["distortion"], pairs["classification"]], dtype=torch.float64)
-    empty = torch.empty(0, dtype=torch.float64)
-    return SurfaceTangents(empty, empty, {}, pairs, hessian, ())
 
 
 def transfer_rates(
@@ -85,7 +79,7 @@ def transfer_rates(
         "distortion": derivatives["dD/dt"],
         "classification": derivatives["dC/dt"],
     }
-    return geodesic_transfer_rates(surface_tangents(derivatives), time_derivatives, lambda_, slope)
+    return geodesic_transfer_rates(derivative_pairs(derivatives), time_derivatives, lambda_, slope)
 
 
 def path_residuals(
@@ -128,10 +122,11 @@ def path_correction(
 
     with the surface's derivatives at fixed :math:`t` taken at ``where`` (its ``lambda``,
     ``gamma`` and ``C``), and reused for later corrections (a chord Newton step). The
-    logarithms make the chord last: on digits :math:`C \approx a/\gamma`, so
-    :math:`C_\gamma` changes tenfold while :math:`\gamma` does, but its elasticity
-    :math:`\gamma C_\gamma / C` stays near :math:`-1`. Both components are scaled down alike
-    so that neither multiplier changes by more than ``largest_factor`` (a damped step).
+    logarithms make the chord last: on digits :math:`C` falls roughly as :math:`1/\gamma`, so
+    :math:`C_\gamma` is 13 times smaller at :math:`\gamma = 44` than at 5, while its elasticity
+    :math:`\gamma C_\gamma / C` is :math:`-0.97` and :math:`-0.75` (README). Both components
+    are scaled down alike so that neither multiplier changes by more than ``largest_factor`` (a
+    damped step).
 
     :raises ValueError: when the Jacobian is singular (the line and the level are parallel).
 

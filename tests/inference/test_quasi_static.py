@@ -203,7 +203,9 @@ def test_geodesic_rates_solve_eq_30():
     _, tangents, derivatives = data_tangent(
         source.functionals, target.functionals, theta, lambda_, gamma, t
     )
-    lambda_dot, gamma_dot = geodesic_transfer_rates(tangents, derivatives, lambda_, slope)
+    lambda_dot, gamma_dot = geodesic_transfer_rates(
+        tangents.derivatives, derivatives, lambda_, slope
+    )
     d = tangents.derivatives
     c_dot = d["classification"][0] * lambda_dot + d["classification"][1] * gamma_dot
     assert c_dot + derivatives["classification"] == pytest.approx(0.0, abs=1e-10)
